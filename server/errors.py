@@ -1,0 +1,58 @@
+"""The server's exception tree. Every error carries its gRPC status; one interceptor maps them.
+
+    TensorgateError                 base; INTERNAL with a generic message unless a subclass says more
+    ├── InvalidInputError           INVALID_ARGUMENT: a tensor's name, datatype, shape or bytes are wrong
+    ├── ModelNotFoundError          NOT_FOUND: no such model or version
+    ├── ModelUnavailableError       UNAVAILABLE: the model is loading, unloading or unloaded
+    ├── ServerUnavailableError      UNAVAILABLE: draining, or an injected fault
+    ├── ResourceExhaustedError      RESOURCE_EXHAUSTED: a full queue, a message over the limit
+    └── DeadlineExceededError       DEADLINE_EXCEEDED: dropped before compute, its deadline passed
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class TensorgateError(Exception):
+    """Base of every error the server answers with; ``code`` is the gRPC status it maps to."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    #: a short machine-readable reason, used as a metrics label (e.g. ``queue_full``)
+    reason: str = "internal"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class InvalidInputError(TensorgateError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "invalid_argument"
+
+
+class ModelNotFoundError(TensorgateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "not_found"
+
+
+class ModelUnavailableError(TensorgateError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "model_unavailable"
+
+
+class ServerUnavailableError(TensorgateError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "unavailable"
+
+
+class ResourceExhaustedError(TensorgateError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "queue_full"
+
+
+class DeadlineExceededError(TensorgateError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "deadline"
