@@ -1,12 +1,13 @@
 """The server's exception tree. Every error carries its gRPC status; one interceptor maps them.
 
-    TensorgateError                 base; INTERNAL with a generic message unless a subclass says more
-    ├── InvalidInputError           INVALID_ARGUMENT: a tensor's name, datatype, shape or bytes are wrong
-    ├── ModelNotFoundError          NOT_FOUND: no such model or version
-    ├── ModelUnavailableError       UNAVAILABLE: the model is loading, unloading or unloaded
-    ├── ServerUnavailableError      UNAVAILABLE: draining, or an injected fault
-    ├── ResourceExhaustedError      RESOURCE_EXHAUSTED: a full queue, a message over the limit
-    └── DeadlineExceededError       DEADLINE_EXCEEDED: dropped before compute, its deadline passed
+TensorgateError                 base; INTERNAL with a generic message unless a subclass says more
+├── InvalidInputError           INVALID_ARGUMENT: a tensor's name, datatype, shape or bytes are wrong
+├── ModelNotFoundError          NOT_FOUND: no such model or version
+├── ModelUnavailableError       UNAVAILABLE: the model is loading, unloading or unloaded
+├── ServerUnavailableError      UNAVAILABLE: draining, or an injected fault
+├── ResourceExhaustedError      RESOURCE_EXHAUSTED: a full queue, a message over the limit
+├── DeadlineExceededError       DEADLINE_EXCEEDED: dropped before compute, its deadline passed
+└── RequestCancelledError       CANCELLED: the caller went away before the answer
 """
 
 from __future__ import annotations
@@ -56,3 +57,8 @@ class ResourceExhaustedError(TensorgateError):
 class DeadlineExceededError(TensorgateError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "deadline"
+
+
+class RequestCancelledError(TensorgateError):
+    code = grpc.StatusCode.CANCELLED
+    reason = "cancelled"

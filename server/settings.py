@@ -23,11 +23,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TENSORGATE_", extra="ignore")
 
     # -- where and what to serve
-    model_repository: Path = Field(Path("examples/models"), description="<repo>/<model>/<version>/model.onnx")
+    model_repository: Path = Field(
+        Path("examples/models"), description="<repo>/<model>/<version>/model.onnx"
+    )
     models: list[str] | None = Field(None, description="load only these models at start; None: all")
     host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 for containers")
     port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one")
-    metrics_port: int = Field(9100, ge=0, le=65535, description="Prometheus /metrics port; 0 disables")
+    metrics_port: int = Field(
+        9100, ge=0, le=65535, description="Prometheus /metrics port; 0 disables"
+    )
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics")
     workers: int = Field(1, ge=1, description="worker processes; worker i serves port+i")
 
@@ -41,7 +45,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(64 * MIB, ge=1024, description="largest request or response")
 
     # -- shutdown
-    drain_seconds: float = Field(3.0, ge=0, description="NOT_SERVING before stopping, for balancers")
+    drain_seconds: float = Field(
+        3.0, ge=0, description="NOT_SERVING before stopping, for balancers"
+    )
     grace_seconds: float = Field(10.0, ge=0, description="time for requests in flight to finish")
 
     # -- ONNX Runtime defaults (a model's config.toml may override)
@@ -57,6 +63,8 @@ class Settings(BaseSettings):
 
     # -- fault injection, for tests of the balancer: off by default
     fault_latency_ms: float = Field(0.0, ge=0, description="added to every inference")
-    fault_error_rate: float = Field(0.0, ge=0, le=1, description="share of inferences failing UNAVAILABLE")
+    fault_error_rate: float = Field(
+        0.0, ge=0, le=1, description="share of inferences failing UNAVAILABLE"
+    )
 
     log_level: str = Field("INFO")

@@ -1,0 +1,130 @@
+"""The composition root: builds a worker's gRPC server, services and models from Settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tensorgate.proto import inference_pb2 as pb
+from tensorgate.proto import inference_pb2_grpc
+from tensorgate.server.errors import TensorgateError
+from tensorgate.server.faults import FaultInjector
+from tensorgate.server.health import Health
+from tensorgate.server.interceptors import ErrorMappingInterceptor
+from tensorgate.server.model_config import load_model_config
+from tensorgate.server.models import ModelManager, ModelState
+from tensorgate.server.repository import ModelRepository
+from tensorgate.server.service import InferenceService
+from tensorgate.server.servicer import InferenceServicer
+from tensorgate.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: RPCs that may wait at once beyond the batches themselves: what "no request fails up to a
+#: concurrency of 256" needs, since every waiting RPC holds a handler thread.
+CONCURRENCY_HEADROOM = 256
+STREAM_THREADS = 64
+
+
+def handler_threads(settings: Settings, repository: ModelRepository) -> int:
+    """Pool size: each RPC waiting on a batcher holds a thread, so leave room for two full batches
+    per instance (one running, one forming) of the largest model, plus the concurrency headroom."""
+    if settings.grpc_threads is not None:
+        return settings.grpc_threads
+    largest = 0
+    for name in repository.model_names():
+        config = load_model_config(repository.root / name)
+        largest = max(largest, config.max_batch_size * config.instances)
+    return CONCURRENCY_HEADROOM + 2 * largest + 8
+
+
+class ServerApp:
+    """One worker: gRPC server, health, reflection, models. ``start()``, then ``stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health = Health()
+        self.ready = threading.Event()
+        self.repository = ModelRepository(settings.model_repository)
+        self.models = ModelManager(self.repository, settings, on_change=self._on_model_change)
+        self.service = InferenceService(
+            self.models, FaultInjector(settings.fault_latency_ms, settings.fault_error_rate)
+        )
+        self.threads = handler_threads(settings, self.repository)
+        self.max_concurrent_rpcs = settings.max_concurrent_rpcs or self.threads
+        self._stream_executor = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="stream")
+        self.server = grpc.server(
+            ThreadPoolExecutor(self.threads, thread_name_prefix="grpc-handler"),
+            interceptors=[ErrorMappingInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=self.max_concurrent_rpcs,
+        )
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.service, self._stream_executor, self.ready), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
+        reflection.enable_server_reflection(
+            (
+                pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        self.port = 0
+
+    def _on_model_change(self, name: str, state: ModelState, version: str) -> None:
+        self.health.set_model(name, state == ModelState.READY)
+
+    def start(self) -> int:
+        """Binds, serves (NOT_SERVING until the models are loaded), loads the models; returns the port."""
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot bind {address}")
+        self.server.start()
+        names = (
+            self.settings.models
+            if self.settings.models is not None
+            else self.repository.model_names()
+        )
+        for name in names:
+            try:
+                self.models.load(name)
+            except TensorgateError as error:  # the others still serve; the index says why
+                log.error("%s", error)
+        self.ready.set()
+        self.health.set_server(True)
+        log.info(
+            "serving %d model(s) on %s:%d (%d handler threads, max %d concurrent RPCs)",
+            len(names),
+            self.settings.host,
+            self.port,
+            self.threads,
+            self.max_concurrent_rpcs,
+        )
+        return self.port
+
+    def stop(self) -> None:
+        """Drain, then stop: NOT_SERVING for drain_seconds while still answering, so balancers
+        move away; then requests in flight get grace_seconds to finish."""
+        log.info("draining for %.1fs", self.settings.drain_seconds)
+        self.ready.clear()
+        self.health.drain()
+        time.sleep(self.settings.drain_seconds)
+        self.server.stop(self.settings.grace_seconds).wait()
+        self.models.close_all(self.settings.grace_seconds)
+        self._stream_executor.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

@@ -1,0 +1,89 @@
+"""``serve --workers N``: N worker processes on consecutive ports, each with its own metrics port.
+
+A worker that dies is reported in the log; ``tensorgate up`` is the supervisor that restarts them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tensorgate.server.commands.serve import install_stop_signals
+from tensorgate.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings as TENSORGATE_* variables, so a child process reads the same configuration."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        text = json.dumps(value) if isinstance(value, list | bool) else str(value)
+        env[f"TENSORGATE_{name.upper()}"] = text
+    return env
+
+
+def worker_settings(settings: Settings, index: int, port_base: int) -> Settings:
+    """Worker ``index``: gRPC on port_base + index, metrics on metrics_port + index."""
+    metrics = settings.metrics_port + index if settings.metrics_port else 0
+    return settings.model_copy(
+        update={"port": port_base + index, "metrics_port": metrics, "workers": 1}
+    )
+
+
+def spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENSORGATE_")}
+    env.update(settings_environment(settings))
+    return subprocess.Popen([sys.executable, "-m", "tensorgate.server.cli", "serve"], env=env)
+
+
+def stop_workers(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERM (each worker drains itself), then SIGKILL whatever is left after ``timeout``."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.error("worker pid %d did not stop in %.0fs; killing it", process.pid, timeout)
+            process.kill()
+            process.wait()
+
+
+def run_workers(settings: Settings) -> int:
+    stop = install_stop_signals()
+    processes = [
+        spawn_worker(worker_settings(settings, i, settings.port)) for i in range(settings.workers)
+    ]
+    log.info(
+        "started %d workers on ports %d-%d",
+        len(processes),
+        settings.port,
+        settings.port + settings.workers - 1,
+    )
+    reported: set[int] = set()
+    while not stop.wait(0.5):
+        for index, process in enumerate(processes):
+            code = process.poll()
+            if code is not None and index not in reported:
+                reported.add(index)
+                log.error(
+                    "worker %d (pid %d, port %d) exited with code %d",
+                    index,
+                    process.pid,
+                    settings.port + index,
+                    code,
+                )
+        if len(reported) == len(processes):
+            return 1
+    stop_workers(processes, settings.drain_seconds + settings.grace_seconds + 5.0)
+    return 1 if reported else 0
