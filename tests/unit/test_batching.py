@@ -438,21 +438,22 @@ def test_a_full_queue_refuses_at_once_and_others_go_on(session, make_batcher):
 def test_a_cancelled_request_leaves_the_queue_and_is_never_computed(session, make_batcher):
     gate = Gate(session_runner(session))
     recorder = Recorder()
-    batcher = make_batcher([gate], recorder=recorder, max_queue_size=2)
+    batcher = make_batcher([gate], recorder=recorder, max_queue_size=3)
     first = held(gate, batcher, request(0))
-    cancelled = batcher.submit(request(1), ())
-    kept = batcher.submit(request(2), ())
+    before = batcher.submit(request(1), ())
+    cancelled = batcher.submit(request(2), ())
+    after = batcher.submit(request(3), ())
     assert cancelled.cancel()
-    assert batcher.queue_depth == 1
-    replacement = batcher.submit(request(3), ())  # the cancelled one no longer takes a place
+    assert batcher.queue_depth == 2
+    replacement = batcher.submit(request(4), ())  # the cancelled one no longer takes a place
     assert not first.cancel()  # already running: it finishes
     gate.open()
-    assert_same(first.result(WAIT), expected(session, request(0), ()))
-    assert_same(kept.result(WAIT), expected(session, request(2), ()))
-    assert_same(replacement.result(WAIT), expected(session, request(3), ()))
+    for rid, future in [(0, first), (1, before), (3, after), (4, replacement)]:
+        assert_same(future.result(WAIT), expected(session, request(rid), ()))
     assert cancelled.cancelled()
-    assert gate.batches == [[0], [2, 3]]
+    assert gate.batches == [[0], [1, 3, 4]]
     assert recorder.rejects == ["cancelled"]
+    assert batcher.queue_depth == 0
 
 
 # -- instances and closing
