@@ -1,0 +1,206 @@
+"""The response cache: memory LRU in front of a shared disk tier, with single flight per key."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tensorgate.client._codec import TensorCodecError
+from tensorgate.server.cache.codec import CorruptValueError, Outputs, decode_outputs, encode_outputs
+from tensorgate.server.cache.disk import DiskTier
+from tensorgate.server.cache.flight import SingleFlight
+from tensorgate.server.cache.key import request_key
+from tensorgate.server.cache.memory import MemoryLRU
+from tensorgate.server.cache.observer import CacheObserver, CacheStats, Outcome
+from tensorgate.server.cache.writer import DiskWriter
+from tensorgate.server.errors import DeadlineExceededError
+
+if TYPE_CHECKING:
+    from tensorgate.server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: How long close() waits for queued disk writes to land.
+CLOSE_TIMEOUT_S = 5.0
+
+
+class ResponseCache:
+    """Answers repeated requests without a model run. Thread-safe; one per process.
+
+    ``directory=None`` or ``disk_bytes=0`` keeps it in memory only. Errors are never cached; a
+    failing disk directory degrades to memory only (one warning) and never fails a request.
+    """
+
+    key = staticmethod(request_key)
+
+    def __init__(
+        self,
+        directory: Path | None,
+        *,
+        memory_bytes: int,
+        disk_bytes: int,
+        observer: CacheObserver | None = None,
+    ) -> None:
+        self.observer: CacheObserver = observer if observer is not None else CacheStats()
+        self._memory = MemoryLRU(memory_bytes)
+        self._flights = SingleFlight()
+        self._disk: DiskTier | None = None
+        self._writer: DiskWriter | None = None
+        if directory is not None and disk_bytes > 0:
+            disk = DiskTier(directory, disk_bytes)
+            if disk.enabled:
+                self._disk = disk
+                self._writer = DiskWriter(disk, lambda count: self.observer.on_evict("disk", count))
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, observer: CacheObserver | None = None
+    ) -> ResponseCache | None:
+        """The server's cache, or None when ``--no-cache`` turned it off."""
+        if not settings.cache_enabled:
+            return None
+        return cls(
+            settings.cache_dir,
+            memory_bytes=settings.cache_memory_bytes,
+            disk_bytes=settings.cache_disk_bytes,
+            observer=observer,
+        )
+
+    @property
+    def disk_enabled(self) -> bool:
+        return self._disk is not None and self._disk.enabled
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the memory tier (encoded size of its entries)."""
+        return self._memory.bytes
+
+    def disk_bytes(self) -> int:
+        """Bytes held by the disk tier, all processes together (one SQLite query: for scrapes)."""
+        return self._disk.volume() if self._disk is not None else 0
+
+    def get_or_compute(
+        self,
+        model: str,
+        key: bytes,
+        compute: Callable[[], Outputs],
+        *,
+        deadline: float | None = None,
+        ttl_s: float = 0.0,
+    ) -> tuple[Outputs, Outcome]:
+        """The outputs under ``key``, computing and storing them on a miss.
+
+        Identical concurrent misses run ``compute`` once; the others wait for it until their own
+        ``deadline`` (``time.monotonic()``), then raise DeadlineExceededError. They share the
+        leader's error, except a DeadlineExceededError, which was the leader's own: then a waiter
+        whose deadline has not passed tries again (and may lead). Returned hits are read-only arrays.
+        """
+        start = time.monotonic()
+        while True:
+            outputs = self._memory.get(key)
+            if outputs is not None:
+                self.observer.on_hit(model, Outcome.MEMORY_HIT, time.monotonic() - start)
+                return dict(outputs), Outcome.MEMORY_HIT
+            flight, leader = self._flights.join(key)
+            if leader:
+                return self._lead(model, key, compute, ttl_s, start)
+            try:
+                outputs = _wait(flight, deadline)
+            except DeadlineExceededError:
+                if flight.done() and (deadline is None or time.monotonic() < deadline):
+                    continue  # the leader's deadline passed, not ours
+                raise
+            self.observer.on_hit(model, Outcome.SHARED_HIT, time.monotonic() - start)
+            return dict(outputs), Outcome.SHARED_HIT
+
+    def flush(self, timeout_s: float) -> bool:
+        """Waits until queued disk writes have landed; False on timeout. For tests and shutdown."""
+        return self._writer.flush(timeout_s) if self._writer is not None else True
+
+    def close(self) -> None:
+        """Lands queued disk writes, stops the writer thread and closes the disk tier."""
+        if self._writer is not None:
+            self._writer.close(CLOSE_TIMEOUT_S)
+        if self._disk is not None:
+            self._disk.close()
+
+    def __enter__(self) -> ResponseCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _lead(
+        self,
+        model: str,
+        key: bytes,
+        compute: Callable[[], Outputs],
+        ttl_s: float,
+        start: float,
+    ) -> tuple[Outputs, Outcome]:
+        try:
+            shared = self._from_disk(key)
+            if shared is not None:
+                self.observer.on_hit(model, Outcome.DISK_HIT, time.monotonic() - start)
+                outputs, outcome = dict(shared), Outcome.DISK_HIT
+            else:
+                self.observer.on_miss(model, time.monotonic() - start)
+                outputs, outcome = compute(), Outcome.MISS
+                shared = self._store(key, outputs, ttl_s)
+        except BaseException as error:  # waiters must wake whatever happens here
+            self._flights.fail(key, error)
+            raise
+        self._flights.succeed(key, shared)
+        return outputs, outcome
+
+    def _from_disk(self, key: bytes) -> Outputs | None:
+        if self._disk is None:
+            return None
+        found = self._disk.get(key)
+        if found is None:
+            return None
+        value, ttl_left = found
+        if ttl_left is not None and ttl_left <= 0:
+            return None
+        try:
+            outputs = decode_outputs(value, key)
+        except CorruptValueError as error:
+            logger.warning("corrupted disk cache entry %s treated as a miss: %s", key.hex(), error)
+            self._disk.delete(key)
+            return None
+        self._remember(key, outputs, len(value), ttl_left or 0.0)
+        return outputs
+
+    def _store(self, key: bytes, outputs: Outputs, ttl_s: float) -> Outputs:
+        """Files fresh outputs in both tiers; returns the read-only copy that waiters share."""
+        try:
+            value = encode_outputs(key, outputs)
+        except TensorCodecError as error:
+            logger.warning("outputs of a request cannot be cached: %s", error)
+            return outputs
+        shared = decode_outputs(value, key)
+        self._remember(key, shared, len(value), ttl_s)
+        if self._writer is not None:
+            self._writer.submit(key, value, ttl_s)
+        return shared
+
+    def _remember(self, key: bytes, outputs: Outputs, size: int, ttl_s: float) -> None:
+        evicted = self._memory.put(key, outputs, size, ttl_s)
+        if evicted:
+            self.observer.on_evict("memory", evicted)
+
+
+def _wait(flight: Future[Outputs], deadline: float | None) -> Outputs:
+    """The flight's outputs or its error; DeadlineExceededError when ``deadline`` passes first."""
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    done, _ = futures.wait([flight], timeout)
+    if not done:
+        raise DeadlineExceededError(
+            "deadline passed while waiting for an identical request's result"
+        )
+    return flight.result()
