@@ -298,11 +298,21 @@ class DynamicBatcher:
             for request in batch:
                 request.queued = False
             self._live -= len(batch)
-            while queue and not queue[0].queued:
-                queue.popleft()
+            self._drop_dead()
             if self._live and self._idle:
                 self._cond.notify()
             return batch, expired
+
+    def _drop_dead(self) -> None:
+        """With the lock held: removes taken and cancelled entries from the head, and compacts
+        the queue when they (left behind by out-of-order batches) outnumber the live ones."""
+        queue = self._queue
+        while queue and not queue[0].queued:
+            queue.popleft()
+        if len(queue) > 2 * self._live + 64:
+            alive = [request for request in queue if request.queued]
+            queue.clear()  # in place: a waiting worker holds a reference
+            queue.extend(alive)
 
     def _wait(self, timeout: float | None) -> None:
         self._idle += 1
@@ -411,11 +421,7 @@ class DynamicBatcher:
             if request.queued:
                 request.queued = False
                 self._live -= 1
-                queue = self._queue
-                if len(queue) > 2 * self._live + 64:  # compact, in place: workers hold a reference
-                    alive = [entry for entry in queue if entry.queued]
-                    queue.clear()
-                    queue.extend(alive)
+                self._drop_dead()
         self._report_reject("cancelled")
 
     def _report_reject(self, reason: str) -> None:

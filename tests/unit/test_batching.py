@@ -456,6 +456,24 @@ def test_a_cancelled_request_leaves_the_queue_and_is_never_computed(session, mak
     assert batcher.queue_depth == 0
 
 
+def test_many_cancellations_keep_the_queue_in_order(session, make_batcher):
+    gate = Gate(session_runner(session))
+    batcher = make_batcher([gate], max_batch_size=64, max_queue_size=200)
+    first = held(gate, batcher, request(0))
+    futures = {rid: batcher.submit(request(rid), ()) for rid in range(1, 151)}
+    kept = [rid for rid in futures if rid % 15 == 0]
+    for rid, future in futures.items():
+        if rid not in kept:
+            assert future.cancel()
+    assert batcher.queue_depth == len(kept)
+    gate.open()
+    first.result(WAIT)
+    for rid in kept:
+        assert_same(futures[rid].result(WAIT), expected(session, request(rid), ()))
+    assert gate.batches == [[0], kept]
+    assert batcher.queue_depth == 0
+
+
 # -- instances and closing
 
 
