@@ -311,7 +311,7 @@ class DynamicBatcher:
             queue.popleft()
         if len(queue) > 2 * self._live + 64:
             alive = [request for request in queue if request.queued]
-            queue.clear()  # in place: a waiting worker holds a reference
+            queue.clear()  # in place, so that no reference to the queue goes stale
             queue.extend(alive)
 
     def _wait(self, timeout: float | None) -> None:
