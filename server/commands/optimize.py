@@ -1,7 +1,9 @@
-"""``tensorgate optimize``: cheaper variants of a served model, measured, and optionally promoted.
+"""tensorgate optimize: cheaper variants of a served model, measured, and optionally promoted.
 
-Exit status: 0 when done (and, with ``--accept``, a variant became a new version); 1 when
-``--accept`` was given and no variant passes; 2 for bad arguments or inputs.
+Writes <repo>/<model>/<version>/variants/<variant>/model.onnx and variants/report.json. With
+--accept, the fastest variant that passes becomes <repo>/<model>/<max+1>/ with provenance.json.
+Exit status: 0 when done (with --accept: a new version was made); 1 when --accept was given and no
+variant passes; 2 for bad arguments or inputs. See docs/optimization.md.
 """
 
 from __future__ import annotations
@@ -25,22 +27,41 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("model", help="the model's name: a folder of the repository")
     parser.add_argument(
-        "--model-repository", type=Path, required=True, help="<repo>/<model>/<version>/model.onnx"
+        "--model-repository",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="<repo>/<model>/<version>/model.onnx",
     )
     parser.add_argument(
-        "--version", type=int, default=None, help="the source version (default: the served one)"
+        "--version",
+        type=int,
+        default=None,
+        metavar="V",
+        help="the source version (default: the served one)",
     )
     parser.add_argument(
         "--variants",
         type=_names,
         default=None,
+        metavar="LIST",
         help="comma-separated, of graph,fp16,int8,int8-static (default: all that apply)",
     )
     parser.add_argument(
-        "--validation", type=Path, help="inputs to compare on (.npy, or .npz by input)"
+        "--validation",
+        type=Path,
+        metavar="FILE.npy",
+        help="inputs to compare on (.npy, or .npz by input name); default: random inputs",
     )
-    parser.add_argument("--labels", type=Path, help="one label per validation row (.npy)")
-    parser.add_argument("--calibration", type=Path, help="inputs for int8-static (.npy or .npz)")
+    parser.add_argument(
+        "--labels", type=Path, metavar="FILE.npy", help="one label per validation row"
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE.npy",
+        help="inputs that calibrate int8-static (.npy, or .npz by input name)",
+    )
     parser.add_argument(
         "--accept",
         metavar="RULE",
@@ -50,6 +71,7 @@ def register(subparsers: Any) -> None:
         "--measure-seconds",
         type=float,
         default=3.0,
+        metavar="S",
         help="time spent measuring the speed of each model (default 3)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
