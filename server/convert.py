@@ -5,16 +5,22 @@ from __future__ import annotations
 import time
 
 import grpc
+
 from tensorgate.client._codec import TensorCodecError, datatype_of, from_contents, from_raw, to_raw
 from tensorgate.client._messages import ParameterValue, read_parameter, set_parameter
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.service import InferRequest, InferResponse, request_deadline
 
+#: a gRPC call without a deadline reports an "infinite" time remaining; treat anything this far out as none
+_NO_DEADLINE_S = 365 * 24 * 3600.0
+
 
 def transport_deadline(context: grpc.ServicerContext) -> float | None:
     remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+    if remaining is None or remaining > _NO_DEADLINE_S:
+        return None
+    return time.monotonic() + remaining
 
 
 def decode_parameters(parameters: object) -> dict[str, ParameterValue]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from tensorgate.client._messages import ParameterValue
 from tensorgate.server.errors import DeadlineExceededError, InvalidInputError, RequestCancelledError
 from tensorgate.server.faults import FaultInjector

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 import numpy as np
+
 from tensorgate.client._codec import datatype_of
 from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.tensors import DYNAMIC, TensorSpec
@@ -38,11 +39,14 @@ def validate_request(
     model_name: str,
     inputs: tuple[TensorSpec, ...],
     outputs: tuple[TensorSpec, ...],
-    received: Mapping[str, np.ndarray],
+    received: MutableMapping[str, np.ndarray],
     requested_outputs: tuple[str, ...],
     max_batch_size: int,
 ) -> None:
-    """Raises InvalidInputError for a missing, unknown or ill-shaped input, or an unknown output."""
+    """Raises InvalidInputError for a missing, unknown or ill-shaped input, or an unknown output.
+
+    BYTES inputs are replaced in ``received`` by their text, the form ONNX Runtime takes.
+    """
     expected_names = {spec.name for spec in inputs}
     for name in received:
         if name not in expected_names:
@@ -57,6 +61,8 @@ def validate_request(
                 f"{sorted(expected_names)}, received {sorted(received)}"
             )
         check_tensor(spec, array)
+        if spec.datatype == "BYTES":
+            received[spec.name] = as_onnx_strings(spec.name, array)
     output_names = {spec.name for spec in outputs}
     for name in requested_outputs:
         if name not in output_names:
@@ -81,3 +87,21 @@ def _check_batch(
             raise InvalidInputError(
                 f"input '{name}': batch size {size} exceeds the model's max_batch_size {limit}"
             )
+
+
+def as_onnx_strings(name: str, array: np.ndarray) -> np.ndarray:
+    """BYTES elements as ``str``: ONNX Runtime's Python API holds string tensors as UTF-8 text."""
+    flat = array.reshape(-1)
+    text = np.empty(flat.shape, dtype=np.object_)
+    for index, element in enumerate(flat):
+        if isinstance(element, str):
+            text[index] = element
+            continue
+        try:
+            text[index] = bytes(element).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError(
+                f"input '{name}': BYTES element {index} is not valid UTF-8; "
+                "ONNX Runtime string tensors hold UTF-8 text"
+            ) from None
+    return text.reshape(array.shape)

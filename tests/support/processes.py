@@ -1,0 +1,119 @@
+"""Starting and stopping real tensorgate processes in tests: free ports, bounded waits, no leftovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_MODELS = REPO_ROOT / "examples" / "models"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def health_status(target: str, service: str = "", timeout: float = 1.0) -> int | None:
+    """The grpc.health.v1 status of ``service``, or None when the server does not answer."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            return stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            ).status
+        except grpc.RpcError:
+            return None
+
+
+def wait_until_serving(
+    target: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} before serving")
+        if health_status(target) == health_pb2.HealthCheckResponse.SERVING:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{target} was not SERVING within {timeout}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return process.returncode
+
+
+class ServerProcess:
+    """A running ``tensorgate serve``; ``target`` is its host:port."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.process = process
+        self.port = port
+        self.target = f"127.0.0.1:{port}"
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def serve(
+    repository: Path = EXAMPLE_MODELS,
+    *args: str,
+    env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+    drain_seconds: float = 0.2,
+    wait: bool = True,
+    port: int | None = None,
+) -> Iterator[ServerProcess]:
+    """Runs ``tensorgate serve`` on a free port until the block ends; the log goes to a file."""
+    port = port or free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TENSORGATE_")}
+    environment.setdefault("TENSORGATE_CACHE_ENABLED", "false")
+    environment.update(env or {})
+    log_path = Path(log_dir or "/tmp") / f"tensorgate-serve-{port}.log"
+    command: Sequence[str] = [
+        sys.executable,
+        "-m",
+        "tensorgate.server.cli",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--port",
+        str(port),
+        "--metrics-port",
+        "0",
+        "--drain-seconds",
+        str(drain_seconds),
+        *args,
+    ]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=environment, cwd=REPO_ROOT
+        )
+    server = ServerProcess(process, port, log_path)
+    try:
+        if wait:
+            wait_until_serving(server.target, process)
+        yield server
+    finally:
+        stop_process(process)
