@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
 from tensorgate.server.model_config import SessionConfig, WarmupConfig
 from tensorgate.server.optimize.inputs import (
     Feed,

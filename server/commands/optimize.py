@@ -86,11 +86,12 @@ def handle(args: argparse.Namespace) -> int:
     """Runs the optimization and prints the report; returns the exit status."""
     import onnxruntime as ort
     from rich.console import Console
+    from tqdm import tqdm
+
     from tensorgate.server.optimize.errors import OptimizeError
     from tensorgate.server.optimize.pipeline import OptimizeRequest, optimize_model
     from tensorgate.server.optimize.report import table
     from tensorgate.server.settings import Settings
-    from tqdm import tqdm
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ort.set_default_logger_severity(3)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from tensorgate.server.optimize.inputs import Feed, TensorSpec, chunks
 
 Outputs = dict[str, np.ndarray]

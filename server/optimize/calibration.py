@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from onnxruntime.quantization import CalibrationDataReader
+
 from tensorgate.server.optimize.inputs import Feed, chunks
 
 #: Rows per calibration run; the min/max calibrator only collects ranges, so any size works.

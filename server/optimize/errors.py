@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from tensorgate.server.errors import TensorgateError
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
 from tensorgate.client._codec import dtype_of
 from tensorgate.server.optimize.errors import OptimizeError
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
 from tensorgate.server.optimize.inputs import Feed, rows
 
 Run = Callable[[Feed], object]

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 import onnxruntime as ort
+
 from tensorgate.server.model_config import ModelConfig, load_model_config
 from tensorgate.server.optimize import accept, agreement, promote, report
 from tensorgate.server.optimize.errors import OptimizeError
@@ -150,7 +151,7 @@ def optimize_model(
     bar = progress(plan.steps)
     try:
         models, errors = _build_and_load(plan, bar)
-        results = _evaluate(plan, models, bar)
+        results = _evaluate(plan, models, errors, bar)
         speeds = measure_speed(
             {name: model.run for name, model in models.items()},
             take_rows(plan.validation, batch_size_for(plan.inputs, LATENCY_BATCH)),
@@ -291,18 +292,26 @@ def _build_and_load(plan: _Plan, bar: Progress) -> tuple[dict[str, _Model], dict
 
 
 def _evaluate(
-    plan: _Plan, models: dict[str, _Model], bar: Progress
+    plan: _Plan, models: dict[str, _Model], errors: dict[str, str], bar: Progress
 ) -> dict[str, tuple[agreement.Agreement | None, float | None]]:
-    """Each model's agreement with the original and its accuracy, on the validation inputs."""
+    """Each model's agreement with the original and its accuracy, on the validation inputs.
+
+    A variant that fails to run is dropped from ``models`` and its error kept in ``errors``.
+    """
     names = [spec.name for spec in plan.outputs]
     reference = agreement.run_all(plan.original.run, plan.validation, names)
     results: dict[str, tuple[agreement.Agreement | None, float | None]] = {}
-    for name, model in models.items():
+    for name, model in list(models.items()):
         _step(bar, f"validating {name}")
         agreed = None
         answers = reference
         if name != ORIGINAL:
-            answers = agreement.run_all(model.run, plan.validation, names)
+            try:
+                answers = agreement.run_all(model.run, plan.validation, names)
+            except Exception as exc:
+                errors[name] = f"does not run: {exc}"
+                del models[name]
+                continue
             agreed = agreement.compare(reference, answers, plan.outputs)
         correct = None
         if plan.labels is not None:

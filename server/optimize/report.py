@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+
 from tensorgate.server.optimize.agreement import Agreement
 from tensorgate.server.optimize.measure import Speed
 

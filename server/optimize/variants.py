@@ -26,6 +26,7 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
+
 from tensorgate.server.optimize.errors import OptimizeError
 from tensorgate.server.optimize.inputs import Feed
 
@@ -80,6 +81,7 @@ def build_int8(source: Path, target: Path, calibration: Feed | None = None) -> N
 def build_int8_static(source: Path, target: Path, calibration: Feed | None = None) -> None:
     """Static QDQ quantization with activation ranges calibrated on ``calibration`` (min/max)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     from tensorgate.server.optimize.calibration import FeedCalibrationReader
 
     if calibration is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tensorgate.server.optimize.accept import METRICS, Criterion, choose, failures, parse_criteria
 from tensorgate.server.optimize.errors import OptimizeError
 

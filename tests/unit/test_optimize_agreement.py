@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from tensorgate.server.optimize.agreement import (
     accuracy,
     classifier_output,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tensorgate.server.optimize.errors import OptimizeError
 from tensorgate.server.optimize.inputs import (
     TensorSpec,

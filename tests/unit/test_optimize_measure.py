@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
 from tensorgate.server.optimize.measure import MIN_RUNS, measure_speed, timed_runs
 
 FEED_1 = {"x": np.zeros((1, 4), np.float32)}

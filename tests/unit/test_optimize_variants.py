@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from tensorgate.server.optimize.agreement import compare
 from tensorgate.server.optimize.errors import OptimizeError
 from tensorgate.server.optimize.inputs import TensorSpec

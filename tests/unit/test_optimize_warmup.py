@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+
 from tensorgate.server.model_config import SessionConfig, WarmupConfig
 from tensorgate.server.optimize.errors import OptimizeError
 from tensorgate.server.warmup import (
