@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import cast
 
 import numpy as np
+
 from tensorgate.client._codec import datatype_of, from_raw, to_raw
 
 Outputs = dict[str, np.ndarray]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tensorgate.server.cache.codec import Outputs
@@ -21,8 +22,9 @@ class MemoryLRU:
     """Entries are read-only decoded outputs; ``size`` is the encoded value's length, which bounds
     the memory the arrays hold (they are views over that value)."""
 
-    def __init__(self, capacity_bytes: int) -> None:
+    def __init__(self, capacity_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.capacity_bytes = capacity_bytes
+        self._clock = clock
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -40,7 +42,7 @@ class MemoryLRU:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            if entry.expires_at is not None and time.monotonic() >= entry.expires_at:
+            if entry.expires_at is not None and self._clock() >= entry.expires_at:
                 self._remove(key)
                 return None
             self._entries.move_to_end(key)
@@ -51,7 +53,7 @@ class MemoryLRU:
         evicted. An entry larger than the whole bound is not stored."""
         if size > self.capacity_bytes:
             return 0
-        expires_at = time.monotonic() + ttl_s if ttl_s > 0 else None
+        expires_at = self._clock() + ttl_s if ttl_s > 0 else None
         evicted = 0
         with self._lock:
             if key in self._entries:
@@ -62,11 +64,6 @@ class MemoryLRU:
                 self._remove(next(iter(self._entries)))
                 evicted += 1
         return evicted
-
-    def delete(self, key: bytes) -> None:
-        with self._lock:
-            if key in self._entries:
-                self._remove(key)
 
     def _remove(self, key: bytes) -> None:
         self._bytes -= self._entries.pop(key).size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -40,7 +41,7 @@ class ResponseCache:
 
     def __init__(
         self,
-        directory: Path | None,
+        directory: str | os.PathLike[str] | None,
         *,
         memory_bytes: int,
         disk_bytes: int,
@@ -52,7 +53,7 @@ class ResponseCache:
         self._disk: DiskTier | None = None
         self._writer: DiskWriter | None = None
         if directory is not None and disk_bytes > 0:
-            disk = DiskTier(directory, disk_bytes)
+            disk = DiskTier(Path(directory), disk_bytes)
             if disk.enabled:
                 self._disk = disk
                 self._writer = DiskWriter(disk, lambda count: self.observer.on_evict("disk", count))
