@@ -1,7 +1,7 @@
 """First-request latency after a model loads, with and without warmup, against the steady-state p50.
 
 Each trial runs in a fresh Python process (so no trial inherits another's warm caches): it opens the
-model's ONNX Runtime session with the options of its config.toml, warms it up as the server does
+model's ONNX Runtime session as the server does (options of its config.toml), warms it up likewise
 (or not), then times one batch-1 request and then ``--steady`` more. Prints the median over trials::
 
     python bench/warmup_first_request.py --model-repository examples/models --model cnn --trials 5
@@ -22,25 +22,22 @@ import numpy as np
 
 def trial(model_dir: Path, warmup: bool, steady: int) -> dict[str, float]:
     """One load, optional warmup, one timed first request and ``steady`` more; times in ms."""
-    import onnxruntime as ort
-
     from tensorgate.server.model_config import load_model_config
     from tensorgate.server.optimize.inputs import random_feed, session_specs
-    from tensorgate.server.warmup import (
-        providers_from_config,
-        session_options_from_config,
-        warm_up,
-    )
+    from tensorgate.server.sessions import create_session
+    from tensorgate.server.settings import Settings
+    from tensorgate.server.warmup import warm_up
 
     config = load_model_config(model_dir)
     version = max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
-    options = session_options_from_config(config.session, 0, 1)
-    available = [p for p in ort.get_available_providers() if p != "CUDAExecutionProvider"]
+    settings = Settings()
     started = time.perf_counter()
-    session = ort.InferenceSession(
-        str(model_dir / str(version) / "model.onnx"),
-        options,
-        providers=providers_from_config(config.session, available),
+    session = create_session(
+        model_dir / str(version) / "model.onnx",
+        model_dir.name,
+        config.session,
+        settings.intra_op_threads,
+        settings.inter_op_threads,
     )
     load_ms = (time.perf_counter() - started) * 1e3
     inputs, _ = session_specs(session)

@@ -33,8 +33,7 @@ from tensorgate.server.optimize.inputs import (
 )
 from tensorgate.server.optimize.measure import measure_speed
 from tensorgate.server.optimize.variants import VARIANTS, applicable_variants, resolve_variants
-from tensorgate.server.sessions import CUDA, cuda_unavailable_reason
-from tensorgate.server.warmup import providers_from_config, session_options_from_config
+from tensorgate.server.sessions import create_session
 
 logger = logging.getLogger(__name__)
 
@@ -231,16 +230,10 @@ def _source_version(model_dir: Path, wanted: int | None) -> int:
 
 
 def _load(path: Path, config: ModelConfig, request: OptimizeRequest) -> _Model:
-    """A session as the server would open it: the model's session options and providers."""
-    options = session_options_from_config(
-        config.session, request.intra_op_threads, request.inter_op_threads
-    )
-    available = ort.get_available_providers()
-    if cuda_unavailable_reason() is not None:
-        available = [p for p in available if p != CUDA]
+    """A session opened exactly as the server opens it (session options, providers, CUDA probe)."""
     started = time.perf_counter()
-    session = ort.InferenceSession(
-        str(path), options, providers=providers_from_config(config.session, available)
+    session = create_session(
+        path, request.model, config.session, request.intra_op_threads, request.inter_op_threads
     )
     return _Model(path, session, (time.perf_counter() - started) * 1e3)
 

@@ -1,4 +1,4 @@
-"""Warmup inputs and runs, and ONNX Runtime session options read from a model's config."""
+"""Warmup: representative inputs, and runs that finish before the model is declared ready."""
 
 from __future__ import annotations
 
@@ -12,14 +12,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from tensorgate.server.model_config import SessionConfig, WarmupConfig
+from tensorgate.server.model_config import WarmupConfig
 from tensorgate.server.optimize.errors import OptimizeError
-from tensorgate.server.warmup import (
-    providers_from_config,
-    representative_inputs,
-    session_options_from_config,
-    warm_up,
-)
+from tensorgate.server.warmup import representative_inputs, warm_up
 
 
 @dataclass(frozen=True)
@@ -115,39 +110,3 @@ def test_string_inputs_without_a_file_skip_warmup_with_a_warning(
 
     assert result.runs == 0 and calls == []
     assert "warmup skipped" in caplog.text and "text" in caplog.text
-
-
-def test_session_options_follow_the_config_and_the_server_defaults() -> None:
-    config = SessionConfig(
-        graph_optimization_level="basic",
-        intra_op_threads=3,
-        execution_mode="parallel",
-        enable_mem_arena=False,
-    )
-
-    options = session_options_from_config(config, default_intra=0, default_inter=2)
-
-    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    assert options.intra_op_num_threads == 3
-    assert options.inter_op_num_threads == 2
-    assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
-    assert options.enable_cpu_mem_arena is False
-    defaults = session_options_from_config(SessionConfig(), default_intra=4, default_inter=1)
-    assert defaults.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    assert defaults.intra_op_num_threads == 4 and defaults.enable_cpu_mem_arena is True
-
-
-def test_providers_keep_the_preferred_order_with_the_cpu_last() -> None:
-    config = SessionConfig(providers=["CPUExecutionProvider", "CUDAExecutionProvider"])
-    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-    assert providers_from_config(config, available) == [
-        "CUDAExecutionProvider",
-        "CPUExecutionProvider",
-    ]
-    assert providers_from_config(config, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    graphs = SessionConfig(cuda_graphs=True)
-    assert providers_from_config(graphs, available)[0] == (
-        "CUDAExecutionProvider",
-        {"enable_cuda_graph": "1"},
-    )
