@@ -10,18 +10,21 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto import inference_pb2_grpc
 from tensorgate.server.errors import TensorgateError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.health import Health
 from tensorgate.server.interceptors import ErrorMappingInterceptor
+from tensorgate.server.metrics import GpuCollector, Metrics, ModelStateCollector
 from tensorgate.server.model_config import load_model_config
 from tensorgate.server.models import ModelManager, ModelState
 from tensorgate.server.repository import ModelRepository
 from tensorgate.server.service import InferenceService
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
+from tensorgate.server.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,19 @@ class ServerApp:
         self.health = Health()
         self.ready = threading.Event()
         self.repository = ModelRepository(settings.model_repository)
-        self.models = ModelManager(self.repository, settings, on_change=self._on_model_change)
+        self.metrics = Metrics()
+        self.tracing = Tracing()
+        self.models = ModelManager(
+            self.repository,
+            settings,
+            observers_for=lambda name: [self.metrics.batch_observer(name)],
+            on_change=self._on_model_change,
+            tracing=self.tracing,
+        )
+        self.metrics.registry.register(
+            ModelStateCollector(self.models.index, self.models.queue_depths)
+        )
+        self.metrics.registry.register(GpuCollector())
         self.service = InferenceService(
             self.models, FaultInjector(settings.fault_latency_ms, settings.fault_error_rate)
         )
@@ -69,7 +84,10 @@ class ServerApp:
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.service, self._stream_executor, self.ready), self.server
+            InferenceServicer(
+                self.service, self._stream_executor, self.ready, self.metrics, self.tracing
+            ),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         reflection.enable_server_reflection(
@@ -81,6 +99,7 @@ class ServerApp:
             self.server,
         )
         self.port = 0
+        self.metrics_port = 0
 
     def _on_model_change(self, name: str, state: ModelState, version: str) -> None:
         self.health.set_model(name, state == ModelState.READY)
@@ -92,6 +111,10 @@ class ServerApp:
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
         self.server.start()
+        if self.settings.metrics_port:
+            self.metrics_port = self.metrics.serve(
+                self.settings.metrics_host, self.settings.metrics_port
+            )
         names = (
             self.settings.models
             if self.settings.models is not None
@@ -124,6 +147,8 @@ class ServerApp:
         self.server.stop(self.settings.grace_seconds).wait()
         self.models.close_all(self.settings.grace_seconds)
         self._stream_executor.shutdown(wait=False, cancel_futures=True)
+        self.metrics.close()
+        self.tracing.shutdown()
         log.info("stopped")
 
     def wait(self) -> None:

@@ -18,6 +18,7 @@ from tensorgate.server.sessions import create_session
 from tensorgate.server.settings import Settings
 from tensorgate.server.stats import ModelStats
 from tensorgate.server.tensors import TensorSpec
+from tensorgate.server.tracing import BatchTracer, Tracing
 from tensorgate.server.warmup import warm_up
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class _Observers:
 
     def __init__(self, observers: Sequence[BatchObserver]) -> None:
         self._observers = tuple(observers)
+
+    def add(self, observer: BatchObserver) -> None:
+        self._observers = (*self._observers, observer)
 
     def on_batch(
         self,
@@ -92,7 +96,10 @@ class ServedModel:
 
 
 def load_served_model(
-    location: ModelLocation, settings: Settings, observers: Sequence[BatchObserver] = ()
+    location: ModelLocation,
+    settings: Settings,
+    observers: Sequence[BatchObserver] = (),
+    tracing: Tracing | None = None,
 ) -> ServedModel:
     """Builds the sessions and the batcher of one model version; runs warmup before returning."""
     config = location.config
@@ -113,13 +120,14 @@ def load_served_model(
     runners = tuple(_session_runner(s, output_names) for s in sessions)
     stats = ModelStats()
     batchable = config.max_batch_size > 0 and all(t.has_dynamic_batch for t in (*inputs, *outputs))
+    fanout = _Observers([stats, *observers])
     batcher = DynamicBatcher(
         location.name,
         runners,
         max_batch_size=config.max_batch_size if batchable else 0,
         config=config.dynamic_batching,
         batchable=batchable,
-        observer=_Observers([stats, *observers]),
+        observer=fanout,
     )
     model = ServedModel(
         name=location.name,
@@ -134,6 +142,8 @@ def load_served_model(
         batchable=batchable,
         stats=stats,
     )
+    if tracing is not None and tracing.enabled:
+        fanout.add(BatchTracer(tracing, model.name, model.version, model.provider))
     if settings.warmup:
         warm_up_model(model, location.path.parent.parent)
     return model
@@ -167,9 +177,11 @@ class ModelManager:
         settings: Settings,
         observers_for: Callable[[str], Sequence[BatchObserver]] = lambda name: (),
         on_change: Callable[[str, ModelState, str], None] = lambda n, s, v: None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.repository = repository
         self._settings = settings
+        self._tracing = tracing
         self._observers_for = observers_for
         self._on_change = on_change
         self._entries: dict[str, _Entry] = {}
@@ -191,7 +203,9 @@ class ModelManager:
             if previous is None or previous.model is None:
                 self._set(name, _Entry(ModelState.LOADING, location.version))
             try:
-                model = load_served_model(location, self._settings, self._observers_for(name))
+                model = load_served_model(
+                    location, self._settings, self._observers_for(name), self._tracing
+                )
             except Exception as error:
                 log.exception("model %s version %s failed to load", name, location.version)
                 if previous is None or previous.model is None:
@@ -237,6 +251,9 @@ class ModelManager:
                 )
             raise ModelNotFoundError(f"model '{name}' has no version '{version}'")
         return model
+
+    def queue_depths(self) -> dict[str, int]:
+        return {model.name: model.batcher.queue_depth for model in self.ready_models()}
 
     def ready_models(self) -> list[ServedModel]:
         with self._lock:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import grpc
+
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceServicer
 from tensorgate.server.convert import (
@@ -17,8 +19,10 @@ from tensorgate.server.convert import (
     transport_deadline,
 )
 from tensorgate.server.errors import TensorgateError
+from tensorgate.server.metrics import Metrics
 from tensorgate.server.models import ModelState, ServedModel
-from tensorgate.server.service import InferenceService
+from tensorgate.server.service import CancelHook, InferenceService
+from tensorgate.server.tracing import Tracing, trace_id_of
 from tensorgate.server.version import SERVER_NAME, SERVER_VERSION
 
 log = logging.getLogger(__name__)
@@ -54,8 +58,12 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         service: InferenceService,
         stream_executor: ThreadPoolExecutor,
         is_ready: threading.Event,
+        metrics: Metrics,
+        tracing: Tracing,
     ) -> None:
         self._service = service
+        self._metrics = metrics
+        self._tracing = tracing
         self._models = service.models
         self._stream_executor = stream_executor
         self._ready = is_ready
@@ -167,9 +175,51 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.ServicerContext
     ) -> pb.ModelInferResponse:
-        infer_request = decode_infer_request(request, transport_deadline(context))
-        response = self._service.infer(infer_request, on_cancel=context.add_callback)
-        return encode_infer_response(response)
+        return self._answer(
+            request,
+            transport_deadline(context),
+            context.invocation_metadata(),
+            context.add_callback,
+            "ModelInfer",
+        )
+
+    def _answer(
+        self,
+        message: pb.ModelInferRequest,
+        deadline: float | None,
+        metadata: Sequence[Any],
+        on_cancel: CancelHook | None,
+        method: str,
+    ) -> pb.ModelInferResponse:
+        """One request, counted and timed; traced when tracing is on."""
+        with self._metrics.track_request(message.model_name, message.model_version) as record:
+            try:
+                if not self._tracing.enabled:
+                    response = self._service.infer(
+                        decode_infer_request(message, deadline), on_cancel
+                    )
+                    record.version = response.version
+                    return encode_infer_response(response)
+                with self._tracing.server_span(method, metadata, message.model_name) as span:
+                    record.trace_id = trace_id_of(span)
+                    response = self._service.infer(
+                        decode_infer_request(message, deadline),
+                        on_cancel,
+                        self._tracing.current_context(),
+                    )
+                    record.version = response.version
+                    with self._tracing.span("encode", outputs=len(response.outputs)):
+                        return encode_infer_response(response)
+            except TensorgateError:
+                record.version = self._served_version(message)
+                raise
+
+    def _served_version(self, message: pb.ModelInferRequest) -> str:
+        """The version a failed request was meant for, for its metrics labels."""
+        try:
+            return self._models.get(message.model_name, message.model_version).version
+        except TensorgateError:
+            return message.model_version
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext
@@ -179,12 +229,14 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         answers: queue.Queue[object] = queue.Queue()
         window = threading.BoundedSemaphore(STREAM_WINDOW)
         stream_deadline = transport_deadline(context)
+        metadata = context.invocation_metadata()
 
         def answer(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             try:
-                infer_request = decode_infer_request(message, stream_deadline)
-                response = self._service.infer(infer_request)
-                return pb.ModelStreamInferResponse(infer_response=encode_infer_response(response))
+                response = self._answer(
+                    message, stream_deadline, metadata, None, "ModelStreamInfer"
+                )
+                return pb.ModelStreamInferResponse(infer_response=response)
             except TensorgateError as error:
                 text = error.message
             except Exception:
