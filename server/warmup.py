@@ -91,5 +91,5 @@ def warm_up(
                 run(feed)
                 runs += 1
     result = WarmupResult(runs, time.monotonic() - started)
-    logger.info("warmup finished", extra={"runs": result.runs, "seconds": round(result.seconds, 4)})
+    logger.info("warmup finished: %d runs in %.3f s", result.runs, result.seconds)
     return result
