@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+
 from tensorgate.server.errors import TensorgateError
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import onnxruntime as ort
+
 from tensorgate.server.model_config import SessionConfig
 
 log = logging.getLogger(__name__)

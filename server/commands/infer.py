@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import numpy as np
+
 from tensorgate.client import Client, InferenceServerError
 from tensorgate.server.commands.client_args import add_target_arguments
 
