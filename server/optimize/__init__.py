@@ -11,6 +11,7 @@ Modules, each with one job:
 - ``promote``: the chosen variant as a new version, with ``provenance.json``
 - ``report``: ``variants/report.json`` and the printed table
 - ``pipeline``: the whole run, from a request to a result
+- ``errors``: ``OptimizeError``, for bad arguments or inputs
 
 Nothing heavy is imported here, so the server can import ``inputs`` cheaply.
 """

@@ -38,7 +38,7 @@ ALL_VARIANTS: tuple[str, ...] = (GRAPH, FP16, INT8, INT8_STATIC)
 #: The operators whose presence makes quantization worth trying (ONNX Runtime's integer kernels).
 QUANTIZABLE_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Attention", "LSTM", "GRU"})
 
-Builder = Callable[[Path, Path, "Feed | None"], None]
+Builder = Callable[[Path, Path, Feed | None], None]
 
 
 @dataclass(frozen=True)
