@@ -3,8 +3,11 @@ an entry is damaged. Real diskcache on a temporary directory."""
 
 from __future__ import annotations
 
+import json
 import logging
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,6 +162,36 @@ def test_a_database_corrupted_while_serving_never_fails_a_request(tmp_path, capl
         assert cache.flush(WAIT_S)
         assert cache.get_or_compute("m", key_of(19), never)[1] is Outcome.MEMORY_HIT
     assert len(cache_warnings(caplog)) <= 1
+
+
+FULL_DISK_CHILD = r"""
+import json, resource, signal, sys
+import numpy as np
+from tensorgate.server.cache import ResponseCache
+
+# A disk that fills at 300 kB: writes beyond it fail with EFBIG instead of killing the process.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+cache = ResponseCache(sys.argv[1], memory_bytes=1 << 22, disk_bytes=1 << 30)
+enabled_at_start = cache.disk_enabled
+answered = 0
+for i in range(100):
+    key = cache.key(model="m", model_digest="d", inputs={"x": np.full(3, i, np.int32)})
+    outputs, _ = cache.get_or_compute("m", key, lambda: {"y": np.full(1000, i, np.float32)})
+    answered += int(outputs["y"][0] == i)
+    cache.flush(10.0)
+print(json.dumps({"start": enabled_at_start, "end": cache.disk_enabled, "answered": answered}))
+cache.close()
+"""
+
+
+def test_a_full_disk_degrades_to_memory_with_one_warning(tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_CHILD, str(tmp_path / "c")],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert json.loads(done.stdout) == {"start": True, "end": False, "answered": 100}
+    assert done.stderr.count("is unusable") == 1, done.stderr
 
 
 def test_an_unwritable_directory_degrades_to_memory_with_one_warning(tmp_path, caplog) -> None:
