@@ -19,13 +19,15 @@ from tensorgate.server.cache.key import request_key
 from tensorgate.server.cache.memory import MemoryLRU
 from tensorgate.server.cache.observer import CacheObserver, CacheStats, Outcome
 from tensorgate.server.cache.writer import DiskWriter
-from tensorgate.server.errors import DeadlineExceededError
+from tensorgate.server.errors import DeadlineExceededError, RequestCancelledError
 
 if TYPE_CHECKING:
     from tensorgate.server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+#: Errors of the leader's request rather than of its inputs: waiters do not share them.
+LEADERS_OWN_ERRORS = (DeadlineExceededError, RequestCancelledError)
 #: How long close() waits for queued disk writes to land.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -98,8 +100,8 @@ class ResponseCache:
 
         Identical concurrent misses run ``compute`` once; the others wait for it until their own
         ``deadline`` (``time.monotonic()``), then raise DeadlineExceededError. They share the
-        leader's error, except a DeadlineExceededError, which was the leader's own: then a waiter
-        whose deadline has not passed tries again (and may lead). Returned hits are read-only arrays.
+        leader's error, except one of :data:`LEADERS_OWN_ERRORS` (its deadline passed, its caller
+        went away): then they try again, and one of them leads. Returned hits are read-only arrays.
         """
         start = time.monotonic()
         while True:
@@ -110,12 +112,9 @@ class ResponseCache:
             flight, leader = self._flights.join(key)
             if leader:
                 return self._lead(model, key, compute, ttl_s, start)
-            try:
-                outputs = _wait(flight, deadline)
-            except DeadlineExceededError:
-                if flight.done() and (deadline is None or time.monotonic() < deadline):
-                    continue  # the leader's deadline passed, not ours
-                raise
+            outputs = _wait(flight, deadline)
+            if outputs is None:
+                continue  # the leader's request failed for its own reasons: try again
             self.observer.on_hit(model, Outcome.SHARED_HIT, time.monotonic() - start)
             return dict(outputs), Outcome.SHARED_HIT
 
@@ -196,12 +195,15 @@ class ResponseCache:
             self.observer.on_evict("memory", evicted)
 
 
-def _wait(flight: Future[Outputs], deadline: float | None) -> Outputs:
-    """The flight's outputs or its error; DeadlineExceededError when ``deadline`` passes first."""
+def _wait(flight: Future[Outputs], deadline: float | None) -> Outputs | None:
+    """The flight's outputs, or its error; None when the error was the leader's own request's.
+    DeadlineExceededError when ``deadline`` passes first."""
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     done, _ = futures.wait([flight], timeout)
     if not done:
         raise DeadlineExceededError(
             "deadline passed while waiting for an identical request's result"
         )
+    if isinstance(flight.exception(), LEADERS_OWN_ERRORS):
+        return None
     return flight.result()

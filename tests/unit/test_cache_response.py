@@ -11,7 +11,11 @@ import pytest
 
 from tensorgate.server.cache import CacheStats, Outcome, ResponseCache
 from tensorgate.server.cache.memory import MemoryLRU
-from tensorgate.server.errors import DeadlineExceededError, InvalidInputError
+from tensorgate.server.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    RequestCancelledError,
+)
 
 WAIT_S = 10.0  # bound of every wait in these tests
 
@@ -198,7 +202,17 @@ def test_waiters_share_the_leaders_error_and_errors_are_not_cached(cache) -> Non
     assert outcome is Outcome.MISS and model.runs == 1 and outputs["y"][0] == 5
 
 
-def test_when_the_leaders_deadline_passes_a_waiter_with_time_left_runs_it_itself(cache) -> None:
+@pytest.mark.parametrize(
+    "leaders_own_error",
+    [
+        DeadlineExceededError("the leader's deadline passed in the queue"),
+        RequestCancelledError("the leader's caller went away"),
+    ],
+    ids=["deadline", "cancelled"],
+)
+def test_when_the_leaders_own_request_fails_a_waiter_runs_the_model_itself(
+    cache, leaders_own_error
+) -> None:
     calls = 0
     first_entered, release = threading.Event(), threading.Event()
 
@@ -208,7 +222,7 @@ def test_when_the_leaders_deadline_passes_a_waiter_with_time_left_runs_it_itself
         if calls == 1:
             first_entered.set()
             assert release.wait(WAIT_S)
-            raise DeadlineExceededError("the leader's deadline passed in the queue")
+            raise leaders_own_error
         return {"y": np.ones(2, dtype=np.float32)}
 
     leader, leader_threads = run_in_threads(
@@ -222,7 +236,7 @@ def test_when_the_leaders_deadline_passes_a_waiter_with_time_left_runs_it_itself
     time.sleep(0.1)
     release.set()
     join_all(leader_threads + waiter_threads)
-    assert isinstance(leader[0], DeadlineExceededError)
+    assert leader[0] is leaders_own_error
     outputs, outcome = waiter[0]
     assert outcome is Outcome.MISS and calls == 2
     np.testing.assert_array_equal(outputs["y"], np.ones(2, dtype=np.float32))
