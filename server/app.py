@@ -13,11 +13,12 @@ from grpc_reflection.v1alpha import reflection
 
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto import inference_pb2_grpc
+from tensorgate.server.cache import ResponseCache
 from tensorgate.server.errors import TensorgateError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.health import Health
 from tensorgate.server.interceptors import ErrorMappingInterceptor
-from tensorgate.server.metrics import GpuCollector, Metrics, ModelStateCollector
+from tensorgate.server.metrics import CacheSizeCollector, GpuCollector, Metrics, ModelStateCollector
 from tensorgate.server.model_config import load_model_config
 from tensorgate.server.models import ModelManager, ModelState
 from tensorgate.server.repository import ModelRepository
@@ -67,8 +68,17 @@ class ServerApp:
             ModelStateCollector(self.models.index, self.models.queue_depths)
         )
         self.metrics.registry.register(GpuCollector())
+        self.cache = ResponseCache.from_settings(settings, observer=self.metrics)
+        if self.cache is not None:
+            cache = self.cache
+            self.metrics.registry.register(
+                CacheSizeCollector(lambda: cache.memory_bytes, cache.disk_bytes)
+            )
         self.service = InferenceService(
-            self.models, FaultInjector(settings.fault_latency_ms, settings.fault_error_rate)
+            self.models,
+            FaultInjector(settings.fault_latency_ms, settings.fault_error_rate),
+            self.cache,
+            self.tracing,
         )
         self.threads = handler_threads(settings, self.repository)
         self.max_concurrent_rpcs = settings.max_concurrent_rpcs or self.threads
@@ -147,6 +157,8 @@ class ServerApp:
         self.server.stop(self.settings.grace_seconds).wait()
         self.models.close_all(self.settings.grace_seconds)
         self._stream_executor.shutdown(wait=False, cancel_futures=True)
+        if self.cache is not None:
+            self.cache.close()
         self.metrics.close()
         self.tracing.shutdown()
         log.info("stopped")

@@ -115,6 +115,19 @@ class Metrics:
         self.cache_misses = Counter(
             "tensorgate_cache_misses", "Cache lookups that found nothing.", ["model"], registry=r
         )
+        self.cache_evictions = Counter(
+            "tensorgate_cache_evictions",
+            "Entries evicted to keep a cache tier in its bound.",
+            ["tier"],
+            registry=r,
+        )
+        self.cache_lookup = Histogram(
+            "tensorgate_cache_lookup_duration_seconds",
+            "Time to answer from the cache, or to miss.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.rejected = Counter(
             "tensorgate_rejected",
             "Requests refused before compute.",
@@ -146,6 +159,18 @@ class Metrics:
                 time.perf_counter() - started, exemplar
             )
             self.requests.labels(record.model, record.version, status).inc()
+
+    # -- the response cache's observer
+    def on_hit(self, model: str, tier: str, lookup_seconds: float) -> None:
+        self.cache_hits.labels(model, tier).inc()
+        self.cache_lookup.labels(model).observe(lookup_seconds)
+
+    def on_miss(self, model: str, lookup_seconds: float) -> None:
+        self.cache_misses.labels(model).inc()
+        self.cache_lookup.labels(model).observe(lookup_seconds)
+
+    def on_evict(self, tier: str, count: int) -> None:
+        self.cache_evictions.labels(tier).inc(count)
 
     def batch_observer(self, model: str) -> ModelBatchMetrics:
         return ModelBatchMetrics(self, model)
@@ -255,3 +280,19 @@ class GpuCollector(Collector):
             memory.add_metric([str(index)], float(info.used))
             total.add_metric([str(index)], float(info.total))
         yield from (utilization, memory, total)
+
+
+class CacheSizeCollector(Collector):
+    """Read at scrape time: bytes held by each tier of the response cache."""
+
+    def __init__(self, memory_bytes: Callable[[], int], disk_bytes: Callable[[], int]) -> None:
+        self._memory_bytes = memory_bytes
+        self._disk_bytes = disk_bytes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        held = GaugeMetricFamily(
+            "tensorgate_cache_bytes", "Bytes held by the response cache.", labels=["tier"]
+        )
+        held.add_metric(["memory"], float(self._memory_bytes()))
+        held.add_metric(["disk"], float(self._disk_bytes()))
+        yield held

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tensorgate.client._messages import ParameterValue
+from tensorgate.server.cache import ResponseCache
 from tensorgate.server.errors import DeadlineExceededError, InvalidInputError, RequestCancelledError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.models import ModelManager, ServedModel
+from tensorgate.server.tracing import Tracing
 from tensorgate.server.validation import validate_request
 
 #: registers a callback to run when the caller goes away (a cancelled RPC)
@@ -56,11 +58,19 @@ def request_deadline(
 
 
 class InferenceService:
-    """Validates, batches and runs requests; the gRPC servicer is a thin layer over it."""
+    """Validates, caches, batches and runs requests; the gRPC servicer is a thin layer over it."""
 
-    def __init__(self, models: ModelManager, faults: FaultInjector | None = None) -> None:
+    def __init__(
+        self,
+        models: ModelManager,
+        faults: FaultInjector | None = None,
+        cache: ResponseCache | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.models = models
         self._faults = faults or FaultInjector()
+        self._cache = cache
+        self._tracing = tracing
 
     def infer(
         self,
@@ -82,11 +92,53 @@ class InferenceService:
             )
             if self._faults.enabled:
                 self._faults.apply()
-            outputs = self._run(model, request, on_cancel, trace_context)
+            parameters: dict[str, ParameterValue] = {}
+            if self._uses_cache(model, request):
+                outputs, parameters["cache"] = self._cached(
+                    model, request, on_cancel, trace_context
+                )
+            else:
+                outputs = self._run(model, request, on_cancel, trace_context)
             ok = True
         finally:
             model.stats.on_request(ok, time.monotonic() - started)
-        return InferResponse(request.model, model.version, request.id, outputs)
+        return InferResponse(request.model, model.version, request.id, outputs, parameters)
+
+    def _uses_cache(self, model: ServedModel, request: InferRequest) -> bool:
+        return (
+            self._cache is not None
+            and model.config.cache_enabled
+            and request.parameters.get("cache", True) is not False
+        )
+
+    def _cached(
+        self,
+        model: ServedModel,
+        request: InferRequest,
+        on_cancel: CancelHook | None,
+        trace_context: object | None,
+    ) -> tuple[dict[str, np.ndarray], str]:
+        """The answer from the cache, or computed once and stored; with "hit" or "miss"."""
+        assert self._cache is not None
+        started = time.monotonic()
+        key = self._cache.key(
+            model=model.name,
+            model_digest=model.digest,
+            inputs=request.inputs,
+            outputs=request.outputs,
+            parameters=request.parameters,
+        )
+        outputs, outcome = self._cache.get_or_compute(
+            model.name,
+            key,
+            lambda: self._run(model, request, on_cancel, trace_context),
+            deadline=request.deadline,
+            ttl_s=model.config.cache.ttl_s,
+        )
+        model.stats.on_cache(outcome.hit, time.monotonic() - started)
+        if self._tracing is not None and self._tracing.enabled:
+            self._tracing.record_cache_lookup(started, outcome.value)
+        return outputs, outcome.parameter
 
     def _run(
         self,

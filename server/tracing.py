@@ -93,6 +93,15 @@ class Tracing:
         span_context = trace.get_current_span().get_span_context()
         return span_context if span_context.is_valid else None
 
+    def record_cache_lookup(self, started_monotonic: float, outcome: str) -> None:
+        """A span for the cache lookup that just ended (on a miss it covers the model run too)."""
+        elapsed_ns = int((time.monotonic() - started_monotonic) * 1e9)
+        end_ns = time.time_ns()
+        span = self.tracer.start_span(
+            "cache lookup", start_time=end_ns - elapsed_ns, attributes={"tensorgate.cache": outcome}
+        )
+        span.end(end_time=end_ns)
+
     def record_batch(
         self,
         model: str,
