@@ -250,3 +250,14 @@ def test_dashboard_and_alert_agree_on_server_errors() -> None:
         if "error ratio" in p["title"].lower()
     ]
     assert status_regex.findall(alert["expr"]) == status_regex.findall(panel["targets"][0]["expr"])
+
+
+def test_every_window_can_be_shortened_by_one_substitution() -> None:
+    """Windows are `[Nm]`, `for: Nm` or `offset Nh` only, so an e2e test can turn minutes into
+    seconds (docs/monitoring.md)."""
+    for rule in load_rules():
+        assert re.fullmatch(r"\d+m", rule.get("for", "0m")), rule["alert"]
+        for window in re.findall(r"\[([^\]]*)\]", rule["expr"]):
+            assert re.fullmatch(r"\d+m", window), (rule["alert"], window)
+        for offset in re.findall(r"\boffset\s+(\w+)", rule["expr"]):
+            assert re.fullmatch(r"\d+h", offset), (rule["alert"], offset)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tensorgate.balancer.settings import BalancerSettings
 from tensorgate.server.settings import Settings
 
