@@ -351,3 +351,8 @@ def test_stats_listener_serves_readiness_and_metrics_and_nothing_else(running_en
     assert "envoy_cluster_outlier_detection_ejections_enforced_total" in metrics
     for page in ("/clusters", "/config_dump", "/quitquitquit"):
         assert http_get(f"{base}{page}")[0] == 404, page
+
+
+def test_the_hpa_alone_sets_the_number_of_workers() -> None:
+    """A `replicas` field would be reset by every `kubectl apply`, fighting the HPA."""
+    assert "replicas" not in workers()["spec"]
