@@ -40,6 +40,7 @@ from concurrent.futures import Future
 from typing import Protocol
 
 import numpy as np
+
 from tensorgate.server.errors import (
     DeadlineExceededError,
     InvalidInputError,
