@@ -1,7 +1,7 @@
 """The engine of ``tensorgate top``: scrape, compare two scrapes, render one frame.
 
-Each poll reads every worker's Prometheus ``/metrics`` and Envoy's admin API (``/clusters`` and
-``/stats`` as JSON), over plain HTTP with a bounded timeout. Rates and latency quantiles come from the
+Each poll reads every worker's Prometheus ``/metrics`` over plain HTTP with a bounded timeout, and
+Envoy's admin API (``/clusters`` and ``/stats`` as JSON) through :class:`EnvoyAdmin`. Rates and latency quantiles come from the
 difference between this poll and the previous one, the way Prometheus' ``rate()`` and
 ``histogram_quantile()`` compute them. A source that does not answer shows as ``down``; nothing here
 raises because a worker or Envoy is missing.
@@ -9,22 +9,21 @@ raises because a worker or Envoy is missing.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from tensorgate.balancer.admin import AdminUnavailable, EnvoyAdmin, HostStatus
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +39,6 @@ CACHE_HITS = "tensorgate_cache_hits_total"
 CACHE_MISSES = "tensorgate_cache_misses_total"
 REJECTED = "tensorgate_rejected_total"
 INFLIGHT = "tensorgate_inflight_requests"
-EJECTIONS_TOTAL = "outlier_detection.ejections_enforced_total"
-EJECTIONS_ACTIVE = "outlier_detection.ejections_active"
 
 
 # -- the math -----------------------------------------------------------------------------------
@@ -217,53 +214,11 @@ def model_row(model: str, before: MetricsScrape | None, after: MetricsScrape) ->
 
 
 @dataclass(frozen=True)
-class HostStatus:
-    """One upstream host of the workers' cluster, from ``/clusters?format=json``."""
-
-    address: str
-    rq_active: float
-    rq_total: float
-    ejected: bool
-    failed_health_check: bool
-
-
-@dataclass(frozen=True)
 class EnvoyScrape:
     at: float
     hosts: dict[str, HostStatus]
     ejections_total: float
     ejections_active: float
-
-
-def parse_clusters(document: dict[str, Any], cluster: str) -> dict[str, HostStatus]:
-    """The hosts of ``cluster``. Envoy leaves out stats whose value is 0 and writes uint64 as text."""
-    hosts: dict[str, HostStatus] = {}
-    for status in document.get("cluster_statuses", []):
-        if status.get("name") != cluster:
-            continue
-        for host in status.get("host_statuses", []):
-            socket = host["address"]["socket_address"]
-            address = f"{socket['address']}:{socket.get('port_value', 0)}"
-            stats = {s["name"]: float(s.get("value", 0)) for s in host.get("stats", [])}
-            health = host.get("health_status", {})
-            hosts[address] = HostStatus(
-                address=address,
-                rq_active=stats.get("rq_active", 0.0),
-                rq_total=stats.get("rq_total", 0.0),
-                ejected=bool(health.get("failed_outlier_check")),
-                failed_health_check=bool(health.get("failed_active_health_check")),
-            )
-    return hosts
-
-
-def parse_stats(document: dict[str, Any], cluster: str) -> dict[str, float]:
-    """``cluster.<cluster>.<name>`` values of ``/stats?format=json``, keyed by ``<name>``."""
-    prefix = f"cluster.{cluster}."
-    return {
-        stat["name"].removeprefix(prefix): float(stat["value"])
-        for stat in document.get("stats", [])
-        if "value" in stat and stat.get("name", "").startswith(prefix)
-    }
 
 
 @dataclass(frozen=True)
@@ -285,9 +240,9 @@ class EnvoyRow:
 
 
 def host_state(host: HostStatus) -> str:
-    if host.ejected:
+    if "failed_outlier_check" in host.flags:
         return "ejected"
-    return "unhealthy" if host.failed_health_check else "healthy"
+    return "healthy" if host.healthy else "unhealthy"
 
 
 # -- polling ------------------------------------------------------------------------------------
@@ -319,7 +274,7 @@ class Top:
     """Polls the workers and Envoy, keeping the previous poll to compute rates against."""
 
     targets: Sequence[Target]
-    admin_url: str | None = None
+    admin: EnvoyAdmin | None = None
     cluster: str = "tensorgate_workers"
     timeout: float = 0.5
     clock: Clock = time.monotonic
@@ -339,22 +294,20 @@ class Top:
 
     def scrape_envoy(self) -> EnvoyScrape | str:
         """Envoy's hosts and ejection counters, or why they could not be read."""
-        assert self.admin_url is not None
-        stats_filter = urllib.parse.quote(rf"^cluster\.{self.cluster}\.outlier_detection\.")
+        assert self.admin is not None
+        prefix = f"cluster.{self.cluster}.outlier_detection."
         try:
-            clusters = json.loads(fetch(f"{self.admin_url}/clusters?format=json", self.timeout))
-            stats = json.loads(
-                fetch(f"{self.admin_url}/stats?format=json&filter={stats_filter}", self.timeout)
-            )
-        except (OSError, ValueError) as error:
-            logger.debug("scrape of %s failed: %s", self.admin_url, error)
-            return describe(error)
-        counters = parse_stats(stats, self.cluster)
+            hosts = self.admin.hosts(self.cluster)
+            counters = self.admin.stats(prefix)
+        except (AdminUnavailable, ValueError) as error:
+            logger.debug("scrape of %s failed: %s", self.admin.base_url, error)
+            cause = error.__cause__
+            return describe(cause if isinstance(cause, Exception) else error)
         return EnvoyScrape(
             at=self.clock(),
-            hosts=parse_clusters(clusters, self.cluster),
-            ejections_total=counters.get(EJECTIONS_TOTAL, 0.0),
-            ejections_active=counters.get(EJECTIONS_ACTIVE, 0.0),
+            hosts={f"{h.host}:{h.port}": h for h in hosts},
+            ejections_total=counters.get(f"{prefix}ejections_enforced_total", 0),
+            ejections_active=counters.get(f"{prefix}ejections_active", 0),
         )
 
     def poll(self) -> Frame:
@@ -362,7 +315,7 @@ class Top:
         with ThreadPoolExecutor(
             max_workers=min(16, len(self.targets) + 1), thread_name_prefix="tensorgate-top"
         ) as pool:
-            envoy_future = pool.submit(self.scrape_envoy) if self.admin_url else None
+            envoy_future = pool.submit(self.scrape_envoy) if self.admin else None
             scrapes = list(pool.map(self.scrape_worker, self.targets))
             envoy = envoy_future.result() if envoy_future else None
         now = self.clock()
@@ -381,16 +334,17 @@ class Top:
         return WorkerRow(target.name, target.url, inflight=scrape.total(INFLIGHT), models=models)
 
     def _envoy_row(self, scrape: EnvoyScrape | str | None) -> EnvoyRow | None:
-        if scrape is None or self.admin_url is None:
+        if scrape is None or self.admin is None:
             return None
         if isinstance(scrape, str):
             self._envoy = None
-            return EnvoyRow(self.admin_url, down=scrape)
+            return EnvoyRow(self.admin.base_url, down=scrape)
         before, self._envoy = self._envoy, scrape
         hosts = []
         for address, host in sorted(scrape.hosts.items()):
             previous = before.hosts.get(address) if before else None
-            if host.ejected and not (previous and previous.ejected):
+            ejected = host_state(host) == "ejected"
+            if ejected and not (previous and host_state(previous) == "ejected"):
                 self._ejections_seen[address] = self._ejections_seen.get(address, 0) + 1
             throughput = None
             if before and previous and scrape.at > before.at:
@@ -400,13 +354,13 @@ class Top:
                 HostRow(
                     address=address,
                     state=host_state(host),
-                    rq_active=host.rq_active,
+                    rq_active=host.stats.get("rq_active", 0),
                     throughput=throughput,
                     ejections_seen=self._ejections_seen.get(address, 0),
                 )
             )
         return EnvoyRow(
-            self.admin_url,
+            self.admin.base_url,
             hosts=tuple(hosts),
             ejections_total=scrape.ejections_total,
             ejections_active=scrape.ejections_active,

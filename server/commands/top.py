@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from tensorgate.balancer.admin import EnvoyAdmin
 from tensorgate.server.settings import Settings
 from tensorgate.server.top import Target, Top, render
 
@@ -61,7 +62,10 @@ def register(subparsers: Any) -> None:
         "--interval", type=positive, default=1.0, help="seconds between refreshes (default 1)"
     )
     parser.add_argument(
-        "--timeout", type=positive, default=0.5, help="per-request HTTP timeout (default 0.5 s)"
+        "--timeout",
+        type=positive,
+        default=0.5,
+        help="timeout of each /metrics read (default 0.5 s)",
     )
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     parser.set_defaults(func=handle)
@@ -87,8 +91,8 @@ def positive(text: str) -> float:
 
 
 def handle(args: argparse.Namespace) -> int:
-    admin_url = f"http://{args.admin_host}:{args.admin_port}" if args.admin_port else None
-    top = Top(targets(args), admin_url=admin_url, cluster=args.cluster, timeout=args.timeout)
+    admin = EnvoyAdmin(args.admin_port, args.admin_host) if args.admin_port else None
+    top = Top(targets(args), admin=admin, cluster=args.cluster, timeout=args.timeout)
     console = Console()
     if args.once:
         top.poll()

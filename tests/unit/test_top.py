@@ -39,6 +39,7 @@ from prometheus_client import (
 )
 from rich.console import Console
 
+from tensorgate.balancer.admin import EnvoyAdmin
 from tensorgate.balancer.envoy_config import write_bootstrap
 from tensorgate.balancer.settings import BalancerSettings, Endpoint
 from tensorgate.server.commands import top as top_command
@@ -259,8 +260,8 @@ def fake_envoy() -> Iterator[FakeEnvoyAdmin]:
         thread.join(timeout=5)
 
 
-def admin_url(server: ThreadingHTTPServer) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}"
+def admin_of(server: ThreadingHTTPServer) -> EnvoyAdmin:
+    return EnvoyAdmin(server.server_address[1])
 
 
 def free_port() -> int:
@@ -366,7 +367,7 @@ def test_missing_and_broken_workers_show_as_down(worker: WorkerMetrics) -> None:
             Target("w3", f"http://127.0.0.1:{not_metrics.server_address[1]}/missing"),
         ]
         worker.serve("digits", "OK", 0.004, 1)
-        top = Top(targets, admin_url=f"http://127.0.0.1:{free_port()}", timeout=2.0)
+        top = Top(targets, admin=EnvoyAdmin(free_port()), timeout=2.0)
         frame = top.poll()
     finally:
         not_metrics.shutdown()
@@ -401,7 +402,7 @@ class NotMetricsHandler(BaseHTTPRequestHandler):
 
 def test_envoy_hosts_show_active_requests_rates_and_ejections(fake_envoy: FakeEnvoyAdmin) -> None:
     clock = Clock()
-    top = Top([], admin_url=admin_url(fake_envoy), clock=clock)
+    top = Top([], admin=admin_of(fake_envoy), clock=clock)
     fake_envoy.documents = envoy_documents(
         [envoy_host(8001, 0, 100), envoy_host(8002, 1, 90)], enforced=0, active=0
     )
@@ -426,8 +427,8 @@ def test_envoy_hosts_show_active_requests_rates_and_ejections(fake_envoy: FakeEn
 
 
 @pytest.fixture
-def real_envoy(tmp_path: Path) -> Iterator[str]:
-    """Envoy 1.40 balancing two workers that do not exist; yields its admin URL."""
+def real_envoy(tmp_path: Path) -> Iterator[int]:
+    """Envoy 1.40 balancing two workers that do not exist; yields its admin port."""
     admin_port = free_port()
     settings = BalancerSettings(
         target="local",
@@ -456,7 +457,7 @@ def real_envoy(tmp_path: Path) -> Iterator[str]:
             time.sleep(0.1)
         else:
             pytest.fail("envoy did not mark the missing workers unhealthy in 30 s")
-        yield url
+        yield admin_port
     finally:
         process.terminate()
         try:
@@ -466,8 +467,8 @@ def real_envoy(tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=10)
 
 
-def test_real_envoy_admin_api_parses(real_envoy: str) -> None:
-    text = frame_text(Top([], admin_url=real_envoy).poll())
+def test_real_envoy_admin_api_parses(real_envoy: int) -> None:
+    text = frame_text(Top([], admin=EnvoyAdmin(real_envoy)).poll())
     hosts = [line for line in text.splitlines() if "127.0.0.1:" in line and "unhealthy" in line]
     assert len(hosts) == 2, text
     assert "ejections: 0 enforced since start, 0 active" in text
