@@ -1,10 +1,10 @@
 """The engine of ``tensorgate top``: scrape, compare two scrapes, render one frame.
 
 Each poll reads every worker's Prometheus ``/metrics`` over plain HTTP with a bounded timeout, and
-Envoy's admin API (``/clusters`` and ``/stats`` as JSON) through :class:`EnvoyAdmin`. Rates and latency quantiles come from the
-difference between this poll and the previous one, the way Prometheus' ``rate()`` and
-``histogram_quantile()`` compute them. A source that does not answer shows as ``down``; nothing here
-raises because a worker or Envoy is missing.
+Envoy's admin API (``/clusters`` and ``/stats`` as JSON) through :class:`EnvoyAdmin`. Rates and
+latency quantiles come from the difference between this poll and the previous one, the way
+Prometheus' ``rate()`` and ``histogram_quantile()`` compute them. A source that does not answer
+shows as ``down``; nothing here raises because a worker or Envoy is missing.
 """
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ class Top:
         )
 
     def poll(self) -> Frame:
-        """Scrape every source at once (each bounded by ``timeout``) and compare with the last poll."""
+        """Scrape every source at once, each read bounded, and compare with the last poll."""
         with ThreadPoolExecutor(
             max_workers=min(16, len(self.targets) + 1), thread_name_prefix="tensorgate-top"
         ) as pool:

@@ -86,7 +86,7 @@ def admin_cluster(admin_port: int) -> dict[str, Any]:
 def render(
     port: int = 8000, admin_port: int = 9901, stats_port: int = STATS_PORT
 ) -> dict[str, Any]:
-    """The bootstrap the Envoy pods run: front door on ``port``, stats listener on ``stats_port``."""
+    """The bootstrap of the Envoy pods: front door on ``port``, stats listener on ``stats_port``."""
     settings = BalancerSettings(
         target="kubernetes", listen_host="0.0.0.0", port=port, admin_port=admin_port
     )

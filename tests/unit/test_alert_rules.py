@@ -1,4 +1,4 @@
-"""The alert rules, the example Prometheus config and the Grafana dashboard, checked with real promtool.
+"""The alert rules, the example Prometheus config and the Grafana dashboard, checked with promtool.
 
 promtool comes from Debian's ``prometheus`` package (installed by ``make test`` and ``.ci/run``).
 Every PromQL expression is also checked against the metric names and labels that issue 6 fixes as

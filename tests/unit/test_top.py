@@ -1,9 +1,9 @@
 """``tensorgate top``: the rate and quantile math, and the frame an operator sees.
 
 Workers are real prometheus-client registries served by ``prometheus_client.start_http_server`` on
-free ports, with the metric names of issue 6. Envoy's admin API is a stand-in (a stdlib HTTP server
-answering the JSON that Envoy 1.40 writes) where the test needs to script ejections; one test reads a
-real Envoy, to make sure the parsing matches the real thing.
+free ports, with the metric names of issue 6. Envoy's admin API is a stand-in (a stdlib HTTP
+server answering the JSON that Envoy 1.40 writes) where the test needs to script ejections; one
+test reads a real Envoy, to make sure the parsing matches the real thing.
 """
 
 from __future__ import annotations
