@@ -1,0 +1,111 @@
+"""Child processes that cannot outlive their parent.
+
+Each child runs in its own session, so a Ctrl-C at the terminal reaches only the supervisor, which
+then stops the children in the order a drain needs. On Linux each child also asks the kernel for
+SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so a supervisor killed with ``kill -9`` leaves
+no orphans behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal(sig: signal.Signals) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks for ``sig`` on the parent's death; None where prctl is missing.
+
+    It runs between fork and exec, so it must stay tiny; the supervisor forks from its only thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+@dataclass
+class Child:
+    """One supervised process: a name for the logs, its command, and the running process if any."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    started_at: float = 0.0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            list(self.argv),
+            env=dict(self.env) if self.env is not None else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_parent_death_signal(signal.SIGTERM),
+        )
+        self.started_at = time.monotonic()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def poll(self) -> int | None:
+        """The exit status once it has exited (reaping it), else None; None also if never started."""
+        return self.process.poll() if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the child's whole process group (it leads its own session)."""
+        if self.running:
+            assert self.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the child to exit; True if it has."""
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout=max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the child's process group and reap it."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            logger.warning(
+                "%s (pid %d) did not stop in time: killing it", self.name, self.process.pid
+            )
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, sig: signal.Signals, timeout: float) -> int | None:
+        """Send ``sig``, wait up to ``timeout`` s, then kill; return the exit status."""
+        self.signal(sig)
+        if not self.wait(timeout):
+            self.kill()
+        return self.poll()
