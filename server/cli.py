@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tensorgate.server.commands.models",
     "tensorgate.server.commands.optimize",
     "tensorgate.server.commands.top",
+    "tensorgate.server.commands.up",
 )
 
 
