@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tensorgate.server.commands.infer",
     "tensorgate.server.commands.models",
     "tensorgate.server.commands.optimize",
+    "tensorgate.server.commands.bench",
     "tensorgate.server.commands.top",
     "tensorgate.server.commands.up",
 )

@@ -1,0 +1,131 @@
+"""The processes a benchmark starts: ``tensorgate serve`` and the echo server, on free ports.
+
+Each runs until its ``with`` block ends; waits are bounded, and a server that fails to come up is
+reported with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+#: how long a server may take to load its models and report SERVING
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+LOG_TAIL_CHARS = 3000
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A server process this benchmark started; its CPU is read from /proc for ``pid``."""
+
+    pid: int
+    target: str
+    log_path: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_command(repository: Path, port: int, server_args: Sequence[str]) -> list[str]:
+    """``tensorgate serve`` on ``port``, without metrics or a drain pause unless the args say so
+    (later flags win in argparse)."""
+    return [
+        sys.executable,
+        "-m",
+        "tensorgate.server.cli",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--port",
+        str(port),
+        "--metrics-port",
+        "0",
+        "--drain-seconds",
+        "0",
+        "--grace-seconds",
+        "2",
+        *server_args,
+    ]
+
+
+def echo_command(port: int, threads: int, max_concurrent_rpcs: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tensorgate.server.bench.echo",
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+        "--max-concurrent-rpcs",
+        str(max_concurrent_rpcs),
+    ]
+
+
+def _serving(target: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1.0
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+    except OSError:
+        return ""
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d did not stop in %.0fs; killing it", process.pid, STOP_TIMEOUT_S)
+            process.kill()
+            process.wait(5)
+
+
+@contextmanager
+def running(command: Sequence[str], port: int, log_path: Path) -> Iterator[RunningServer]:
+    """Starts ``command`` (a gRPC server on ``port``), waits until it is SERVING, stops it after."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    target = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _serving(target):
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{command[2]} exited with code {process.returncode}:\n{_tail(log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{target} not SERVING after {START_TIMEOUT_S:.0f}s:\n{_tail(log_path)}"
+                )
+            time.sleep(0.1)
+        yield RunningServer(process.pid, target, log_path)
+    finally:
+        _stop(process)
