@@ -222,7 +222,7 @@ class Runner:
         assert self.plan.model_repository is not None  # the scenario checks it
         port = servers.free_port()
         with self.progress.phase(f"starting {server.label}", 0.0), self._repository(server) as repo:
-            command = servers.serve_command(repo, port, server.server_args)
+            command = servers.serve_command(repo, self.plan.model, port, server.server_args)
             with servers.running(command, port, logs / f"{server.label}.log") as running:
                 yield running
 

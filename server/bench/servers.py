@@ -43,9 +43,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_command(repository: Path, port: int, server_args: Sequence[str]) -> list[str]:
-    """``tensorgate serve`` on ``port``, without metrics or a drain pause unless the args say so
-    (later flags win in argparse)."""
+def serve_command(repository: Path, model: str, port: int, server_args: Sequence[str]) -> list[str]:
+    """``tensorgate serve`` of ``model`` alone on ``port``, without metrics or a drain pause, unless
+    ``server_args`` say otherwise (later flags win in argparse)."""
     return [
         sys.executable,
         "-m",
@@ -61,6 +61,8 @@ def serve_command(repository: Path, port: int, server_args: Sequence[str]) -> li
         "0",
         "--grace-seconds",
         "2",
+        "--models",
+        model,
         *server_args,
     ]
 
