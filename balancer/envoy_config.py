@@ -250,8 +250,13 @@ def workers_cluster(settings: BalancerSettings) -> dict[str, Any]:
         "health_checks": [health_check(settings)],
         "outlier_detection": outlier_detection(settings),
         "circuit_breakers": circuit_breakers(settings),
-        # Without this, Envoy spreads traffic over every host, dead ones included, once half are down.
-        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        "common_lb_config": {
+            # Without this, Envoy spreads calls over every host, dead ones included, once half are down.
+            "healthy_panic_threshold": {"value": 0},
+            # Envoy's threads see a health change at once, not merged over a 1 s window: a draining
+            # worker stops getting calls one health check after NOT_SERVING, a new one starts at once.
+            "update_merge_window": "0s",
+        },
     }
 
 

@@ -1,0 +1,95 @@
+"""Envoy in front of real workers: who gets the calls, what callers see when a worker misbehaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tensorgate.client import Client, InferenceServerError
+from tensorgate.client._options import NO_RETRY
+from tests.e2e.balancer_fixtures import (
+    PIXELS,
+    envoy,
+    requests_by_port,
+    run_calls,
+    tensorgate_up,
+    workers,
+)
+
+SLOW_MS = 20
+#: enough callers that requests queue on the slow worker, which least-request then avoids
+CALLERS = 8
+CALLS = 900
+
+
+def test_every_worker_receives_traffic(tmp_path: Path) -> None:
+    with tensorgate_up(tmp_path, workers=3) as up:
+        assert not run_calls(up.target, count=300, callers=4)
+        counts = requests_by_port(up.admin)
+    assert set(counts) == set(up.layout.worker_ports())
+    assert all(n >= 300 * 0.1 for n in counts.values()), counts
+
+
+def slow_share(target: str, admin: object, slow_port: int) -> float:
+    before = requests_by_port(admin)  # type: ignore[arg-type]
+    assert not run_calls(target, count=CALLS, callers=CALLERS)
+    after = requests_by_port(admin)  # type: ignore[arg-type]
+    sent = {port: after[port] - before.get(port, 0) for port in after}
+    return sent[slow_port] / sum(sent.values())
+
+
+def test_least_request_sends_less_to_a_slow_worker_than_round_robin(tmp_path: Path) -> None:
+    """One of 3 workers is 20 ms slower: at most 20% of calls under least-request, ~33% under
+    round robin, measured side by side on the same workers."""
+    envs = [{"TENSORGATE_FAULT_LATENCY_MS": str(SLOW_MS)}, {}, {}]
+    with workers(tmp_path, envs) as servers:
+        ports = [s.port for s in servers]
+        slow = ports[0]
+        with (
+            envoy(tmp_path, ports, lb_policy="LEAST_REQUEST") as (lr_target, lr_admin),
+            envoy(tmp_path, ports, lb_policy="ROUND_ROBIN") as (rr_target, rr_admin),
+        ):
+            shares = {"LEAST_REQUEST": [], "ROUND_ROBIN": []}
+            for _ in range(2):  # interleaved, so that both see the same machine
+                shares["LEAST_REQUEST"].append(slow_share(lr_target, lr_admin, slow))
+                shares["ROUND_ROBIN"].append(slow_share(rr_target, rr_admin, slow))
+    least_request = sum(shares["LEAST_REQUEST"]) / 2
+    round_robin = sum(shares["ROUND_ROBIN"]) / 2
+    print(f"slow worker's share: least-request {least_request:.1%}, round robin {round_robin:.1%}")
+    assert least_request <= 0.20, shares
+    assert 0.28 <= round_robin <= 0.39, shares
+
+
+def test_a_failing_worker_is_retried_around_and_only_failed_calls_are_logged(
+    tmp_path: Path,
+) -> None:
+    """A worker failing every call with UNAVAILABLE costs callers nothing (Envoy retries on the
+    other); a call that really fails (unknown model) is the one line in the access log."""
+    access_log = tmp_path / "access.log"
+    envs = [{"TENSORGATE_FAULT_ERROR_RATE": "1.0"}, {}]
+    with (
+        workers(tmp_path, envs) as servers,
+        envoy(tmp_path, [s.port for s in servers], access_log_path=str(access_log)) as (target, _),
+    ):
+        assert not run_calls(target, count=60, callers=2)
+        with Client(target, retry=NO_RETRY) as client, pytest.raises(InferenceServerError) as info:
+            client.infer("no_such_model", {"pixels": PIXELS})
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+    lines = [json.loads(line) for line in access_log.read_text().splitlines()]
+    assert [line["method"] for line in lines] == ["/inference.GRPCInferenceService/ModelInfer"]
+    assert lines[0]["grpc_status"] == "NotFound"
+
+
+def test_the_callers_deadline_wins_over_the_route_timeout(tmp_path: Path) -> None:
+    """Envoy's route timeout is 0.3 s here, the worker takes 0.8 s: a caller allowing 5 s gets its
+    answer, because Envoy honors grpc-timeout."""
+    with (
+        workers(tmp_path, [{"TENSORGATE_FAULT_LATENCY_MS": "800"}]) as servers,
+        envoy(tmp_path, [servers[0].port], request_timeout_seconds=0.3) as (target, _),
+        Client(target, retry=NO_RETRY) as client,
+    ):
+        outputs = client.infer("digits", {"pixels": PIXELS}, timeout=5.0)
+    assert outputs["label"].shape == (1,)
