@@ -195,7 +195,9 @@ class Runner:
             with self.progress.phase(f"{label} {describe(spec)}", seconds) as tick:
                 result = self.pool.run(spec, on_window=sampler.start, on_tick=tick)
             cpu, batch = sampler.result()
-            self.runs.append(run_record(label, spec, result, cpu, batch))
+            record = run_record(label, spec, result, cpu, batch)
+            record["server_pids"] = list(pids)
+            self.runs.append(record)
 
     def limit(self) -> dict[str, Any]:
         plan = self.plan

@@ -4,7 +4,7 @@ Examples (from the repository root)::
 
     tensorgate bench --scenario bench/concurrency_digits.toml
     tensorgate bench --serve --model-repository examples/models --model digits \\
-        --server-arg=--models=digits --concurrency 1,16,64 --duration 5 --echo --limit
+        --server-arg=--no-cache --concurrency 1,16,64 --duration 5 --echo --limit
     tensorgate bench --target 127.0.0.1:8001 --server-pid 1234 --model cnn --rate 200
 
 Flags override the scenario file's keys. Server flags pass through with ``--server-arg=--flag=value``
@@ -52,8 +52,9 @@ def register(subparsers: Any) -> None:
         "--server-arg",
         action="append",
         dest="server_args",
-        metavar="=--FLAG=VALUE",
-        help="a flag for tensorgate serve, repeatable; also sizes the echo server's pool",
+        metavar="ARG",
+        help="a flag for tensorgate serve, e.g. --server-arg=--grpc-threads=64 (repeatable); "
+        "the echo server's pool is sized from them too",
     )
     where.add_argument(
         "--no-batching",
@@ -140,8 +141,13 @@ def handle(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in SCENARIO_KEYS}
     try:
         plan = load_scenario(args.scenario, overrides, args.server_args, args.batching)
-    except (OSError, ValueError, ValidationError) as error:
-        console.print(f"[red]tensorgate bench: {error}[/red]")
+    except ValidationError as error:
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"]) or "scenario"
+            console.print(f"tensorgate bench: {where}: {problem['msg']}", style="red")
+        return EXIT_USAGE
+    except (OSError, ValueError) as error:  # unreadable file, bad TOML
+        console.print(f"tensorgate bench: {error}", style="red")
         return EXIT_USAGE
     report = run_scenario(plan, show_progress=not args.no_progress)
     print_report(report, console)
