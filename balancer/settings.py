@@ -52,7 +52,9 @@ class OtlpCollector(BaseModel):
 class BalancerSettings(BaseSettings):
     """Envoy's part of the configuration. Env vars: ``TENSORGATE_BALANCER_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="TENSORGATE_BALANCER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TENSORGATE_BALANCER_", extra="ignore", populate_by_name=True
+    )
 
     # -- where the workers are
     target: Literal["local", "kubernetes"] = Field(
