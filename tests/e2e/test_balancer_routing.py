@@ -18,6 +18,7 @@ from tests.e2e.balancer_fixtures import (
     tensorgate_up,
     workers,
 )
+from tests.support.otlp import otlp_receiver
 
 SLOW_MS = 20
 #: enough callers that requests queue on the slow worker, which least-request then avoids
@@ -93,3 +94,26 @@ def test_the_callers_deadline_wins_over_the_route_timeout(tmp_path: Path) -> Non
     ):
         outputs = client.infer("digits", {"pixels": PIXELS}, timeout=5.0)
     assert outputs["label"].shape == (1,)
+
+
+def test_envoy_traces_each_call_and_the_worker_continues_its_trace(tmp_path: Path) -> None:
+    """With an OTLP collector configured, Envoy sends a span per call and passes W3C traceparent
+    on, so the worker's span is its child in the same trace."""
+    with otlp_receiver() as collector:
+        worker_env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            "OTEL_SERVICE_NAME": "worker",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+        }
+        with (
+            workers(tmp_path, [worker_env]) as servers,
+            envoy(tmp_path, [servers[0].port], otlp_endpoint=collector.endpoint) as (target, _),
+        ):
+            assert not run_calls(target, count=5, callers=1)  # Envoy flushes every 5 spans
+            spans = collector.wait_for(
+                lambda s: {"tensorgate-envoy", "worker"} <= {x.service for x in s}
+            )
+    envoy_spans = {s.span_id: s for s in spans if s.service == "tensorgate-envoy"}
+    children = [s for s in spans if s.service == "worker" and s.parent_span_id in envoy_spans]
+    assert children, spans
+    assert all(envoy_spans[c.parent_span_id].trace_id == c.trace_id for c in children)
