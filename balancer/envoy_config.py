@@ -32,6 +32,8 @@ DOWNSTREAM_CONNECTIONS_TYPE = (
 )
 OTEL_TRACER_TYPE = f"{_TYPE}.config.trace.v3.OpenTelemetryConfig"
 
+GRPC_RESOURCE_EXHAUSTED = "8"
+
 #: What the access log writes for a call that did not end OK (one JSON object a line).
 ACCESS_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
@@ -126,10 +128,39 @@ def http_connection_manager(settings: BalancerSettings) -> dict[str, Any]:
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
         "access_log": [access_log(settings)],
+        "local_reply_config": local_reply_config(settings),
     }
     if settings.collector is not None:
         hcm["tracing"] = tracing(settings)
     return hcm
+
+
+def local_reply_config(settings: BalancerSettings) -> dict[str, Any]:
+    """A request over the size limit is RESOURCE_EXHAUSTED with a clear message, as the workers
+    answer it, not the UNKNOWN Envoy derives from HTTP 413."""
+    too_large = {
+        "comparison": {
+            "op": "EQ",
+            "value": {"default_value": 413, "runtime_key": "tensorgate.payload_too_large"},
+        }
+    }
+    return {
+        "mappers": [
+            {
+                "filter": {"status_code_filter": too_large},
+                "headers_to_add": [
+                    {
+                        "header": {"key": "grpc-status", "value": GRPC_RESOURCE_EXHAUSTED},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+                "body": {
+                    "inline_string": f"request larger than {settings.max_request_bytes} bytes "
+                    "(the balancer's limit)"
+                },
+            }
+        ]
+    }
 
 
 def route_config(settings: BalancerSettings) -> dict[str, Any]:

@@ -28,8 +28,7 @@ from tensorgate.balancer.envoy_config import write_bootstrap
 from tensorgate.balancer.ports import PortLayout, busy_ports
 from tensorgate.balancer.processes import Child
 from tensorgate.balancer.settings import BalancerSettings, Endpoint
-from tensorgate.client import Client, InferenceServerError
-from tensorgate.client._options import NO_RETRY
+from tensorgate.client import Client, InferenceServerError, RetryPolicy
 from tests.support.processes import (
     EXAMPLE_MODELS,
     REPO_ROOT,
@@ -42,6 +41,8 @@ from tests.support.processes import (
 #: What the workers of these tests use: 2 s of drain (more than Envoy's 1 s health-check period).
 DRAIN_SECONDS = 2.0
 START_TIMEOUT = 90.0
+#: callers see every error: no retry in the client, so Envoy alone must hide failures
+NO_RETRY = RetryPolicy(max_attempts=1)
 PIXELS = np.random.default_rng(0).random((1, 64), dtype=np.float32)
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import queue
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
+from tensorgate.balancer.settings import REQUEST_LIMIT_SLACK_BYTES
 from tensorgate.client import Client, InferenceServerError
-from tensorgate.client._options import NO_RETRY
 from tests.e2e.balancer_fixtures import (
+    NO_RETRY,
     PIXELS,
     envoy,
     requests_by_port,
@@ -117,3 +121,32 @@ def test_envoy_traces_each_call_and_the_worker_continues_its_trace(tmp_path: Pat
     children = [s for s in spans if s.service == "worker" and s.parent_span_id in envoy_spans]
     assert children, spans
     assert all(envoy_spans[c.parent_span_id].trace_id == c.trace_id for c in children)
+
+
+def test_streams_pass_unbuffered_and_an_oversized_call_is_refused_clearly(tmp_path: Path) -> None:
+    """The request size limit buffers unary calls only: a stream's next request is sent only once
+    the previous one is answered, which a buffering proxy would deadlock. A call far over the
+    limit is stopped by Envoy with RESOURCE_EXHAUSTED, as a worker would answer it."""
+    mib = 1024 * 1024
+    answered: queue.Queue[object] = queue.Queue()
+
+    def one_at_a_time() -> Iterator[dict[str, np.ndarray]]:
+        for _ in range(3):
+            yield {"pixels": PIXELS}
+            answered.get(timeout=10)
+
+    limit = mib + REQUEST_LIMIT_SLACK_BYTES
+    with (
+        workers(tmp_path, [{"TENSORGATE_MAX_MESSAGE_BYTES": str(mib)}]) as servers,
+        envoy(tmp_path, [servers[0].port], max_request_bytes=limit) as (target, _),
+        Client(target, retry=NO_RETRY) as client,
+    ):
+        results = []
+        for result in client.stream_infer("digits", one_at_a_time(), timeout=30):
+            results.append(result)
+            answered.put(result)
+        with pytest.raises(InferenceServerError) as too_large:
+            client.infer("digits", {"pixels": np.zeros((2 * mib // 256, 64), np.float32)})
+    assert [r.error for r in results] == [None, None, None]
+    assert too_large.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "balancer's limit" in too_large.value.message
