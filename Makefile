@@ -30,7 +30,7 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
 
 run: install-server
-	$(BIN)/tensorgate serve --model-repository examples/models --port $(PORT)
+	$(BIN)/tensorgate up --model-repository examples/models --port $(PORT)
 
 test: install-dev system-deps
 	$(BIN)/python -m pytest -q
