@@ -335,6 +335,8 @@ def health_check(settings: BalancerSettings) -> dict[str, Any]:
         "unhealthy_threshold": settings.unhealthy_threshold,
         "healthy_threshold": settings.healthy_threshold,
         "no_traffic_interval": seconds(settings.health_check_interval_seconds),
+        # a host that is down is checked more often, so a restarted worker gets calls sooner
+        "unhealthy_interval": seconds(settings.unhealthy_check_interval_seconds),
         "reuse_connection": True,
         "grpc_health_check": {},
     }

@@ -78,6 +78,9 @@ class BalancerSettings(BaseSettings):
     # -- load balancing and health
     lb_policy: Literal["LEAST_REQUEST", "ROUND_ROBIN"] = "LEAST_REQUEST"
     health_check_interval_seconds: float = Field(1.0, gt=0, description="gRPC health check period")
+    unhealthy_check_interval_seconds: float = Field(
+        0.25, gt=0, description="health check period of a host that is down"
+    )
     health_check_timeout_seconds: float = Field(1.0, gt=0)
     unhealthy_threshold: int = Field(2, ge=1, description="failed checks (network) to mark down")
     healthy_threshold: int = Field(1, ge=1, description="passed checks to mark a host up again")
