@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -138,6 +139,7 @@ class Metrics:
             "tensorgate_inflight_requests", "Inference requests being handled now.", registry=r
         )
         self._http: tuple[object, threading.Thread] | None = None
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     @contextmanager
     def track_request(self, model: str, version: str) -> Iterator[RequestRecord]:
@@ -153,12 +155,23 @@ class Metrics:
             raise
         finally:
             self.inflight.dec()
-            status = status_of(error)
+            duration, count = self._request_series(record.model, record.version, status_of(error))
             exemplar = {"trace_id": record.trace_id} if record.trace_id else None
-            self.request_duration.labels(record.model, record.version, status).observe(
-                time.perf_counter() - started, exemplar
+            duration.observe(time.perf_counter() - started, exemplar)
+            count.inc()
+
+    def _request_series(self, model: str, version: str, status: str) -> tuple[Any, Any]:
+        """The labelled children of one (model, version, status), looked up once: ``labels()`` takes
+        a lock and builds a tuple on every call, which shows on the hot path."""
+        key = (model, version, status)
+        series = self._request_children.get(key)
+        if series is None:
+            series = (
+                self.request_duration.labels(model, version, status),
+                self.requests.labels(model, version, status),
             )
-            self.requests.labels(record.model, record.version, status).inc()
+            self._request_children[key] = series
+        return series
 
     # -- the response cache's observer
     def on_hit(self, model: str, tier: str, lookup_seconds: float) -> None:

@@ -18,7 +18,7 @@ from tensorgate.server.convert import (
     encode_infer_response,
     transport_deadline,
 )
-from tensorgate.server.errors import TensorgateError
+from tensorgate.server.errors import ModelNotFoundError, TensorgateError
 from tensorgate.server.metrics import Metrics
 from tensorgate.server.models import ModelState, ServedModel
 from tensorgate.server.service import CancelHook, InferenceService
@@ -28,6 +28,8 @@ from tensorgate.server.version import SERVER_NAME, SERVER_VERSION
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("model_repository", "model_configuration", "statistics", "binary_tensor_data")
+#: the metrics label of requests for models that do not exist
+UNKNOWN_MODEL_LABEL = "_unknown"
 #: how many requests of one stream may be in flight at once; the reader waits beyond it
 STREAM_WINDOW = 512
 _STREAM_END = object()
@@ -211,15 +213,20 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                     with self._tracing.span("encode", outputs=len(response.outputs)):
                         return encode_infer_response(response)
             except TensorgateError:
-                record.version = self._served_version(message)
+                record.model, record.version = self._labels_of_failed(message)
                 raise
 
-    def _served_version(self, message: pb.ModelInferRequest) -> str:
-        """The version a failed request was meant for, for its metrics labels."""
+    def _labels_of_failed(self, message: pb.ModelInferRequest) -> tuple[str, str]:
+        """Metrics labels of a failed request: the version it was meant for; an unknown model's
+        name is not kept (callers choose it, and each name would make new series)."""
         try:
-            return self._models.get(message.model_name, message.model_version).version
+            return message.model_name, self._models.get(
+                message.model_name, message.model_version
+            ).version
+        except ModelNotFoundError:
+            return UNKNOWN_MODEL_LABEL, ""
         except TensorgateError:
-            return message.model_version
+            return message.model_name, message.model_version
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext
