@@ -100,7 +100,7 @@ class Supervisor:
 
     def _start(self, slot: Slot) -> None:
         slot.child.start()
-        slot.stopping = False
+        slot.stopping, slot.restart_at = False, None
         logger.info("%s started: pid %d", slot.child.name, slot.child.pid)
 
     def _port_of(self, slot: Slot) -> int:
@@ -207,10 +207,12 @@ class Supervisor:
                 )  # fmt: skip
                 slot.restart_at = now + delay
             if slot.restart_at is not None and now >= slot.restart_at:
-                slot.restart_at = None
                 self._start(slot)
-        if self._rolling is not None and next(self._rolling, StopIteration) is StopIteration:
-            self._rolling = None
+        if self._rolling is not None:
+            try:
+                next(self._rolling)
+            except StopIteration:
+                self._rolling = None
 
     # -- rolling restart (SIGHUP)
 
