@@ -1,4 +1,4 @@
-"""A small client of Envoy's admin interface: is Envoy ready, and how does it see each worker."""
+"""A small client of Envoy's admin interface: how Envoy sees each worker, and its counters."""
 
 from __future__ import annotations
 
@@ -60,14 +60,6 @@ class EnvoyAdmin:
             return err.code, err.read()
         except (OSError, urllib.error.URLError) as err:
             raise AdminUnavailable(f"{self.base_url}{path}: {err}") from err
-
-    def ready(self) -> bool:
-        """True once Envoy has initialized its listeners and clusters."""
-        try:
-            status, _ = self._request("/ready")
-        except AdminUnavailable:
-            return False
-        return status == 200
 
     def hosts(self, cluster: str = WORKERS_CLUSTER) -> list[HostStatus]:
         """Every host of ``cluster``, with its health and request counters."""
