@@ -11,6 +11,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import diskcache
@@ -49,11 +50,18 @@ class DiskTier:
         return self._cache is not None
 
     def get(self, key: bytes) -> tuple[bytes, float | None] | None:
-        """The value under ``key`` and its remaining TTL in seconds (None: no TTL), or None."""
+        """The value under ``key`` and its remaining TTL in seconds (None: no TTL), or None.
+
+        With the least-recently-used policy, ``Cache.get`` opens a write transaction (it records the
+        access time), so every lookup would queue on SQLite's one write lock. A read-only
+        membership test comes first: a miss, the common case of a cold workload, never writes.
+        """
         cache = self._cache
         if cache is None:
             return None
         try:
+            if key not in cache:
+                return None
             value, expire_time = cache.get(key, expire_time=True)
         except diskcache.Timeout:
             return None
@@ -65,14 +73,17 @@ class DiskTier:
         # diskcache keeps expiry in wall-clock time, the only clock that processes share
         return value, None if expire_time is None else expire_time - time.time()
 
-    def set(self, key: bytes, value: bytes, ttl_s: float) -> None:
+    def set_many(self, entries: Sequence[tuple[bytes, bytes, float]]) -> None:
+        """Writes ``(key, value, ttl_s)`` entries in one transaction: one commit for them all."""
         cache = self._cache
         if cache is None:
             return
         try:
-            cache.set(key, value, expire=ttl_s if ttl_s > 0 else None)
+            with cache.transact():
+                for key, value, ttl_s in entries:
+                    cache.set(key, value, expire=ttl_s if ttl_s > 0 else None)
         except diskcache.Timeout:
-            logger.debug("disk cache busy; an entry was not written")
+            logger.debug("disk cache busy; %d entries were not written", len(entries))
         except _BROKEN as error:
             self._disable(error)
 

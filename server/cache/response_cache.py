@@ -11,6 +11,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from tensorgate.client._codec import TensorCodecError
 from tensorgate.server.cache.codec import CorruptValueError, Outputs, decode_outputs, encode_outputs
 from tensorgate.server.cache.disk import DiskTier
@@ -183,7 +185,7 @@ class ResponseCache:
         except TensorCodecError as error:
             logger.warning("outputs of a request cannot be cached: %s", error)
             return outputs
-        shared = decode_outputs(value, key)
+        shared = {name: _frozen_copy(array) for name, array in outputs.items()}
         self._remember(key, shared, len(value), ttl_s)
         if self._writer is not None:
             self._writer.submit(key, value, ttl_s)
@@ -193,6 +195,14 @@ class ResponseCache:
         evicted = self._memory.put(key, outputs, size, ttl_s)
         if evicted:
             self.observer.on_evict("memory", evicted)
+
+
+def _frozen_copy(array: np.ndarray) -> np.ndarray:
+    """A compact, read-only copy: a row view would keep its whole batch alive in the memory tier,
+    beyond the bytes it is accounted for."""
+    copy = np.array(array, copy=True, order="C")
+    copy.flags.writeable = False
+    return copy
 
 
 def _wait(flight: Future[Outputs], deadline: float | None) -> Outputs | None:

@@ -82,10 +82,11 @@ class DiskWriter:
                     self._condition.wait()
                 if self._closed:
                     return
-                key, value, ttl_s = self._pending.popleft()
+                batch = list(self._pending)
+                self._pending.clear()
                 self._writing = True
             try:
-                self._disk.set(key, value, ttl_s)
+                self._disk.set_many(batch)
                 evicted = self._disk.cull()
                 if evicted:
                     self._on_evict(evicted)
