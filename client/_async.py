@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import numpy as np
+
 from tensorgate.client._errors import InferenceServerError
 from tensorgate.client._messages import ParameterValue, build_infer_request
 from tensorgate.client._options import ChannelOptions, RetryPolicy

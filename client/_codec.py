@@ -105,7 +105,9 @@ def serialize_bytes_tensor(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def deserialize_bytes_tensor(raw: bytes | memoryview, shape: Sequence[int], name: str = "") -> np.ndarray:
+def deserialize_bytes_tensor(
+    raw: bytes | memoryview, shape: Sequence[int], name: str = ""
+) -> np.ndarray:
     """Parses length-prefixed BYTES elements into an object array of the given shape."""
     expected = element_count(shape)
     elements: list[bytes] = []
@@ -144,7 +146,9 @@ def to_raw(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=dtype).tobytes()
 
 
-def from_raw(raw: bytes | memoryview, datatype: str, shape: Sequence[int], name: str = "") -> np.ndarray:
+def from_raw(
+    raw: bytes | memoryview, datatype: str, shape: Sequence[int], name: str = ""
+) -> np.ndarray:
     """A tensor from raw bytes, checking that the byte length matches the shape."""
     dtype = dtype_of(datatype, name)
     if datatype == "BYTES":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+
 from tensorgate.client._codec import datatype_of, from_contents, from_raw, to_raw
 from tensorgate.proto import inference_pb2 as pb
 

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import grpc
 import numpy as np
+
 from tensorgate.client._errors import InferenceServerError
 from tensorgate.client._messages import ParameterValue, build_infer_request
 from tensorgate.client._options import ChannelOptions, RetryPolicy

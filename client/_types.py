@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from tensorgate.client._messages import ParameterValue, parse_infer_response, response_parameters
 from tensorgate.proto import inference_pb2 as pb
 

@@ -139,6 +139,7 @@ def _tensor(name: str, elem_type: int, *dims: int | str) -> onnx.ValueInfoProto:
 def build_digits() -> onnx.ModelProto:
     """Standardize -> MatMul+Add -> Softmax -> probabilities; ArgMax(probabilities) -> label."""
     from sklearn.linear_model import LogisticRegression
+
     from tensorgate.examples.datasets import digits_split
 
     x_train, _, y_train, _ = digits_split()
@@ -248,6 +249,7 @@ def write_models(out: Path, names: Sequence[str] = tuple(BUILDERS)) -> dict[str,
 def digits_accuracy(path: Path) -> float:
     """Held-out accuracy of the ONNX model itself, run through ONNX Runtime."""
     import onnxruntime as ort
+
     from tensorgate.examples.datasets import digits_split
 
     _, x_test, _, y_test = digits_split()
