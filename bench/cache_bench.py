@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from tensorgate.client import Client, InferenceServerError
+from tensorgate.server.probes import free_port
 
 log = logging.getLogger("cache_bench")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -50,12 +50,6 @@ MIB = 1024 * 1024
 class Server:
     target: str
     process: subprocess.Popen[bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

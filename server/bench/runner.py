@@ -34,6 +34,7 @@ from tensorgate.server.bench.progress import BenchProgress
 from tensorgate.server.bench.repository import repository_without_batching
 from tensorgate.server.bench.scenario import Scenario, ServerConfig
 from tensorgate.server.bench.summary import ECHO, Run, add_ratios, run_record
+from tensorgate.server.probes import free_port
 from tensorgate.server.repository import ModelRepository
 from tensorgate.server.sessions import create_session
 from tensorgate.server.settings import Settings
@@ -222,7 +223,7 @@ class Runner:
     def serving(self, server: ServerConfig, logs: Path) -> Iterator[servers.RunningServer]:
         """``tensorgate serve`` for one server configuration, on a free port."""
         assert self.plan.model_repository is not None  # the scenario checks it
-        port = servers.free_port()
+        port = free_port()
         with self.progress.phase(f"starting {server.label}", 0.0), self._repository(server) as repo:
             command = servers.serve_command(repo, self.plan.model, port, server.server_args)
             with servers.running(command, port, logs / f"{server.label}.log") as running:
@@ -241,7 +242,7 @@ class Runner:
     def echo(self, logs: Path) -> Iterator[servers.RunningServer]:
         settings = server_settings(self.plan.model_repository, self.plan.servers[0].server_args)
         threads, max_rpcs = echo_pool_size(settings)
-        port = servers.free_port()
+        port = free_port()
         command = servers.echo_command(port, threads, max_rpcs)
         with servers.running(command, port, logs / "echo.log") as running:
             yield running

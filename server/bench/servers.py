@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorgate.server.probes import is_serving
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +33,6 @@ class RunningServer:
     pid: int
     target: str
     log_path: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve_command(repository: Path, model: str, port: int, server_args: Sequence[str]) -> list[str]:
@@ -81,17 +73,6 @@ def echo_command(port: int, threads: int, max_concurrent_rpcs: int) -> list[str]
     ]
 
 
-def _serving(target: str) -> bool:
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1.0
-            )
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
 def _tail(path: Path) -> str:
     try:
         return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
@@ -118,7 +99,7 @@ def running(command: Sequence[str], port: int, log_path: Path) -> Iterator[Runni
     target = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not _serving(target):
+        while not is_serving(target):
             if process.poll() is not None:
                 raise RuntimeError(
                     f"{command[2]} exited with code {process.returncode}:\n{_tail(log_path)}"

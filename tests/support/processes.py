@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,29 +11,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+
+from tensorgate.server.probes import free_port, health_status
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_MODELS = REPO_ROOT / "examples" / "models"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def health_status(target: str, service: str = "", timeout: float = 1.0) -> int | None:
-    """The grpc.health.v1 status of ``service``, or None when the server does not answer."""
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            return stub.Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            ).status
-        except grpc.RpcError:
-            return None
 
 
 def wait_until_serving(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from tensorgate.balancer.settings import BalancerSettings
+from tensorgate.server.probes import free_port
 from tensorgate.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,12 +290,6 @@ def test_envoy_validates_the_committed_bootstrap() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +42,7 @@ from tensorgate.balancer.admin import EnvoyAdmin
 from tensorgate.balancer.envoy_config import write_bootstrap
 from tensorgate.balancer.settings import BalancerSettings, Endpoint
 from tensorgate.server.commands import top as top_command
+from tensorgate.server.probes import free_port
 from tensorgate.server.top import Frame, Target, Top, counter_increase, histogram_quantile, render
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -262,12 +262,6 @@ def fake_envoy() -> Iterator[FakeEnvoyAdmin]:
 
 def admin_of(server: ThreadingHTTPServer) -> EnvoyAdmin:
     return EnvoyAdmin(server.server_address[1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Clock:
