@@ -1,7 +1,8 @@
 """The dynamic batcher over a real ONNX Runtime session of a small model built here.
 
 Most tests hold the first run in a gate, queue requests behind it, then release it: what is queued
-at that moment is exactly known, so which batches form is deterministic.
+at that moment is exactly known, so which batches form is deterministic. An idle model runs a
+request in the thread that submits it, so that first request comes from a thread of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
+
 from tensorgate.server.batching import DynamicBatcher, Feed, Runner
 from tensorgate.server.errors import (
     DeadlineExceededError,
@@ -69,13 +71,15 @@ def session_runner(session: ort.InferenceSession) -> Runner:
 
 
 class Gate:
-    """Wraps a real runner: records each run's feed; while closed, every run waits in it."""
+    """Wraps a real runner: records each run's feed and thread; while closed, runs wait in it."""
 
     def __init__(
         self, runner: Runner, *, closed: bool = True, opened: threading.Event | None = None
     ) -> None:
         self.runner = runner
         self.feeds: list[Feed] = []
+        self.threads: list[str] = []  # the name of the thread of each run
+        self._waiting: set[int] = set()  # the idents of the threads waiting in the gate now
         self.entered = threading.Event()
         self.opened = opened or threading.Event()  # gates may share one
         if not closed:
@@ -85,13 +89,25 @@ class Gate:
     def __call__(self, feed: Feed, outputs: tuple[str, ...]) -> Feed:
         with self._lock:
             self.feeds.append({name: array.copy() for name, array in feed.items()})
+            self.threads.append(threading.current_thread().name)
+            self._waiting.add(threading.get_ident())
         self.entered.set()
-        if not self.opened.wait(WAIT):
-            raise TimeoutError("the gate was never opened")
+        try:
+            if not self.opened.wait(WAIT):
+                raise TimeoutError("the gate was never opened")
+        finally:
+            with self._lock:
+                self._waiting.discard(threading.get_ident())
         return self.runner(feed, outputs)
 
     def open(self) -> None:
         self.opened.set()
+
+    @property
+    def waiting(self) -> set[int]:
+        """The idents of the threads whose runs wait in the gate now."""
+        with self._lock:
+            return set(self._waiting)
 
     @property
     def batches(self) -> list[list[int]]:
@@ -105,6 +121,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.waits: list[float] = []
         self.contexts: list[object] = []
         self.rejects: list[str] = []
 
@@ -117,6 +134,7 @@ class Recorder:
     ) -> None:
         assert all(seconds >= 0 for seconds in queue_seconds) and compute_seconds >= 0
         self.sizes.append(batch_size)
+        self.waits.extend(queue_seconds)
         self.contexts.extend(trace_contexts)
 
     def on_reject(self, reason: str) -> None:
@@ -189,11 +207,35 @@ def assert_same(result: Feed, want: Feed) -> None:
         np.testing.assert_allclose(result["s"], want["s"], rtol=1e-6, atol=1e-6)
 
 
-def held(gate: Gate, batcher: DynamicBatcher, first: Feed) -> Future[Feed]:
-    """Submits `first` and returns once its run waits in the gate: later requests queue."""
-    future = batcher.submit(first, ())
-    assert gate.entered.wait(WAIT)
-    return future
+Hold = Callable[[Gate, DynamicBatcher, Feed], Future[Feed]]
+
+
+@pytest.fixture
+def held() -> Iterator[Hold]:
+    """Submits a first request from a thread of its own (an idle model runs it in the submitting
+    thread) and returns once its run waits in the gate: later requests queue. The future returned
+    resolves when that submit has returned."""
+    threads: list[threading.Thread] = []
+
+    def hold(gate: Gate, batcher: DynamicBatcher, first: Feed) -> Future[Feed]:
+        future: Future[Feed] = Future()
+
+        def submit() -> None:
+            try:
+                future.set_result(batcher.submit(first, ()).result(WAIT))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        thread = threading.Thread(target=submit, name=f"held-{len(threads)}")
+        threads.append(thread)
+        thread.start()
+        assert gate.entered.wait(WAIT)
+        return future
+
+    yield hold
+    for thread in threads:
+        thread.join(WAIT)
+    assert not [thread.name for thread in threads if thread.is_alive()]
 
 
 # -- merging and splitting
@@ -210,7 +252,7 @@ def test_idle_model_runs_each_request_alone(session, make_batcher):
     assert recorder.sizes == [1, 1, 1]
 
 
-def test_queued_requests_merge_and_each_gets_its_own_rows(session, make_batcher):
+def test_queued_requests_merge_and_each_gets_its_own_rows(session, make_batcher, held):
     gate = Gate(session_runner(session))
     recorder = Recorder()
     batcher = make_batcher([gate], recorder=recorder)
@@ -231,7 +273,7 @@ def test_queued_requests_merge_and_each_gets_its_own_rows(session, make_batcher)
     assert batcher.queue_depth == 0
 
 
-def test_incompatible_requests_stay_queued_in_order(session, make_batcher):
+def test_incompatible_requests_stay_queued_in_order(session, make_batcher, held):
     gate = Gate(session_runner(session))
     batcher = make_batcher([gate])
     first = held(gate, batcher, request(0))
@@ -258,7 +300,7 @@ def test_incompatible_requests_stay_queued_in_order(session, make_batcher):
     assert isinstance(results[4], Exception)  # its own batch failed, no one else's
 
 
-def test_max_batch_size_caps_the_rows_of_a_run(session, make_batcher):
+def test_max_batch_size_caps_the_rows_of_a_run(session, make_batcher, held):
     gate = Gate(session_runner(session))
     batcher = make_batcher([gate], max_batch_size=4)
     first = held(gate, batcher, request(0))
@@ -273,7 +315,7 @@ def test_max_batch_size_caps_the_rows_of_a_run(session, make_batcher):
     assert gate.batches == [[0], [1, 2, 2, 3], [4, 4], [5] * 6, [6]]
 
 
-def test_preferred_sizes_cut_the_batch(session, make_batcher):
+def test_preferred_sizes_cut_the_batch(session, make_batcher, held):
     gate = Gate(session_runner(session))
     recorder = Recorder()
     batcher = make_batcher([gate], recorder=recorder, preferred_batch_sizes=[2, 4])
@@ -327,7 +369,7 @@ def test_queue_delay_runs_what_it_has_when_the_window_ends(session, make_batcher
     ids=["no-batch-dim", "disabled", "max-batch-0"],
 )
 def test_requests_never_merge_when_batching_is_off(
-    session, make_batcher, batchable, enabled, max_batch_size
+    session, make_batcher, held, batchable, enabled, max_batch_size
 ):
     gate = Gate(session_runner(session))
     batcher = make_batcher(
@@ -349,10 +391,121 @@ def test_inputs_that_disagree_on_rows_are_refused(session, make_batcher):
         batcher.submit({"x": np.zeros((2, 3), np.float32), "b": np.zeros((1, 1), np.float32)}, ())
 
 
+# -- the caller runs when the model is idle
+
+
+def poison(runner: Runner) -> Runner:
+    """Fails, after running, every run that holds the row of request 99."""
+
+    def run(feed: Feed, outputs: tuple[str, ...]) -> Feed:
+        result = runner(feed, outputs)
+        if (feed["b"] == 99).any():
+            raise RuntimeError("poisoned row")
+        return result
+
+    return run
+
+
+def test_an_idle_model_runs_the_request_in_the_callers_thread(session, make_batcher):
+    gate = Gate(session_runner(session), closed=False)
+    recorder = Recorder()
+    batcher = make_batcher([gate], recorder=recorder)
+    future = batcher.submit(request(0), ())
+    assert future.done()
+    assert_same(future.result(0), expected(session, request(0), ()))
+    assert not future.cancel()  # it has run
+    assert gate.threads == [threading.current_thread().name]
+    assert recorder.sizes == [1]
+    assert recorder.waits == [0.0]
+    assert batcher.queue_depth == 0
+
+
+def test_arrivals_during_a_callers_run_queue_and_run_as_one_batch_on_the_worker(
+    session, make_batcher, held
+):
+    gate = Gate(session_runner(session))
+    recorder = Recorder()
+    batcher = make_batcher([gate], recorder=recorder)
+    first = held(gate, batcher, request(0))
+    queued = {rid: request(rid, rows) for rid, rows in [(1, 1), (2, 2), (3, 1)]}
+    futures = {rid: batcher.submit(inputs, ()) for rid, inputs in queued.items()}
+    assert not any(future.done() for future in futures.values())
+    assert batcher.queue_depth == 3
+    gate.open()
+    assert_same(first.result(WAIT), expected(session, request(0), ()))
+    for rid, inputs in queued.items():
+        assert_same(futures[rid].result(WAIT), expected(session, inputs, ()))
+    assert gate.batches == [[0], [1, 2, 2, 3]]
+    assert gate.threads == ["held-0", "batcher-affine-0"]
+    assert recorder.sizes == [1, 4]
+
+
+def test_two_instances_run_two_idle_callers_at_once_in_their_threads(model, session, make_batcher):
+    opened = threading.Event()
+    gates = [Gate(session_runner(make_session(model)), opened=opened) for _ in range(2)]
+    batcher = make_batcher(gates)
+    results: dict[int, Feed | BaseException] = {}
+
+    def call(rid: int) -> None:
+        try:
+            future = batcher.submit(request(rid), ())
+            assert future.done()
+            results[rid] = future.result(0)
+        except BaseException as exc:
+            results[rid] = exc
+
+    callers = [threading.Thread(target=call, args=(rid,), name=f"caller-{rid}") for rid in range(2)]
+    for thread in callers:
+        thread.start()
+    try:
+        # Both runs wait in their gates at the same time: neither caller waits for the other.
+        assert all(gate.entered.wait(WAIT) for gate in gates)
+    finally:
+        opened.set()
+        for thread in callers:
+            thread.join(WAIT)
+    assert not [thread.name for thread in callers if thread.is_alive()]
+    for rid in range(2):
+        assert_same(results[rid], expected(session, request(rid), ()))
+    assert sorted(name for gate in gates for name in gate.threads) == ["caller-0", "caller-1"]
+
+
+def test_a_queue_delay_never_runs_in_the_caller(session, make_batcher):
+    gate = Gate(session_runner(session))
+    batcher = make_batcher([gate], max_queue_delay_us=1)
+    first = batcher.submit(request(0), ())
+    assert gate.entered.wait(WAIT)
+    assert not first.cancel()  # started on the worker: it finishes
+    gate.open()
+    assert_same(first.result(WAIT), expected(session, request(0), ()))
+    assert_same(batcher.submit(request(1), ()).result(WAIT), expected(session, request(1), ()))
+    assert gate.threads == ["batcher-affine-0", "batcher-affine-0"]
+
+
+def test_an_error_in_a_callers_run_reaches_that_caller_only(session, make_batcher, held):
+    # At idle, in this thread: the error is on the future, and the instance is free again.
+    idle = make_batcher([poison(session_runner(session))], name="idle")
+    failed = idle.submit(request(99), ())
+    assert failed.done() and isinstance(failed.exception(0), RuntimeError)
+    assert_same(idle.submit(request(1), ()).result(0), expected(session, request(1), ()))
+    # Held in the gate while others queue: they run on the worker, unharmed.
+    inner = Gate(session_runner(session))
+    batcher = make_batcher([poison(inner)])
+    bad = held(inner, batcher, request(99))
+    queued = [batcher.submit(request(rid), ()) for rid in (1, 2)]
+    inner.open()
+    with pytest.raises(RuntimeError, match="poisoned row"):
+        bad.result(WAIT)
+    for rid, future in zip((1, 2), queued, strict=True):
+        assert_same(future.result(WAIT), expected(session, request(rid), ()))
+    assert inner.batches == [[99], [1, 2]]
+    assert inner.threads == ["held-0", "batcher-affine-0"]
+
+
 # -- errors, deadlines, bounds, cancellation
 
 
-def test_a_failed_run_fails_its_whole_batch_and_no_other(session, make_batcher):
+def test_a_failed_run_fails_its_whole_batch_and_no_other(session, make_batcher, held):
     inner = Gate(session_runner(session))
 
     def poisoned(feed: Feed, outputs: tuple[str, ...]) -> Feed:
@@ -375,7 +528,7 @@ def test_a_failed_run_fails_its_whole_batch_and_no_other(session, make_batcher):
         assert_same(future.result(WAIT), expected(session, request(rid, d=d), ()))
 
 
-def test_a_run_that_loses_rows_fails_its_batch(session, make_batcher):
+def test_a_run_that_loses_rows_fails_its_batch(session, make_batcher, held):
     gate = Gate(session_runner(session))
     batcher = make_batcher(
         [lambda feed, outputs: {k: v[:1] for k, v in gate(feed, outputs).items()}]
@@ -389,7 +542,7 @@ def test_a_run_that_loses_rows_fails_its_batch(session, make_batcher):
             future.result(WAIT)
 
 
-def test_a_request_past_its_deadline_is_dropped_before_compute(session, make_batcher):
+def test_a_request_past_its_deadline_is_dropped_before_compute(session, make_batcher, held):
     gate = Gate(session_runner(session))
     recorder = Recorder()
     batcher = make_batcher([gate], recorder=recorder)
@@ -417,7 +570,7 @@ def test_a_request_already_past_its_deadline_fails_at_once(session, make_batcher
     assert gate.batches == []
 
 
-def test_a_full_queue_refuses_at_once_and_others_go_on(session, make_batcher):
+def test_a_full_queue_refuses_at_once_and_others_go_on(session, make_batcher, held):
     gate = Gate(session_runner(session))
     recorder = Recorder()
     batcher = make_batcher([gate], recorder=recorder, max_queue_size=2)
@@ -435,7 +588,7 @@ def test_a_full_queue_refuses_at_once_and_others_go_on(session, make_batcher):
     assert 3 not in [rid for run in gate.batches for rid in run]
 
 
-def test_a_cancelled_request_leaves_the_queue_and_is_never_computed(session, make_batcher):
+def test_a_cancelled_request_leaves_the_queue_and_is_never_computed(session, make_batcher, held):
     gate = Gate(session_runner(session))
     recorder = Recorder()
     batcher = make_batcher([gate], recorder=recorder, max_queue_size=3)
@@ -446,7 +599,6 @@ def test_a_cancelled_request_leaves_the_queue_and_is_never_computed(session, mak
     assert cancelled.cancel()
     assert batcher.queue_depth == 2
     replacement = batcher.submit(request(4), ())  # the cancelled one no longer takes a place
-    assert not first.cancel()  # already running: it finishes
     gate.open()
     for rid, future in [(0, first), (1, before), (3, after), (4, replacement)]:
         assert_same(future.result(WAIT), expected(session, request(rid), ()))
@@ -456,7 +608,7 @@ def test_a_cancelled_request_leaves_the_queue_and_is_never_computed(session, mak
     assert batcher.queue_depth == 0
 
 
-def test_many_cancellations_keep_the_queue_in_order(session, make_batcher):
+def test_many_cancellations_keep_the_queue_in_order(session, make_batcher, held):
     gate = Gate(session_runner(session))
     batcher = make_batcher([gate], max_batch_size=64, max_queue_size=200)
     first = held(gate, batcher, request(0))
@@ -484,7 +636,7 @@ def test_each_instance_has_a_named_worker(model, make_batcher):
     assert {"batcher-two-0", "batcher-two-1"} <= names
 
 
-def test_close_finishes_accepted_work_then_refuses(session, make_batcher):
+def test_close_finishes_accepted_work_then_refuses(session, make_batcher, held):
     gate = Gate(session_runner(session))
     batcher = make_batcher([gate])
     accepted = [held(gate, batcher, request(0))]
@@ -507,7 +659,41 @@ def test_close_finishes_accepted_work_then_refuses(session, make_batcher):
         assert_same(future.result(0), expected(session, request(rid), ()))
 
 
-def test_close_fails_what_is_still_queued_when_time_runs_out(session, make_batcher):
+def test_close_waits_for_a_run_in_a_callers_thread(session, make_batcher, held):
+    gate = Gate(session_runner(session))
+    closers: list[threading.Thread] = []
+    closing_when_done: list[bool] = []
+
+    def run(feed: Feed, outputs: tuple[str, ...]) -> Feed:
+        result = gate(feed, outputs)
+        closing_when_done.extend(closer.is_alive() for closer in closers)
+        return result
+
+    batcher = make_batcher([run])
+    first = held(gate, batcher, request(0))
+    closer = threading.Thread(target=batcher.close, args=(WAIT,), name="test-closer")
+    closers.append(closer)
+    closer.start()
+    accepted = []
+    give_up = time.monotonic() + WAIT
+    while time.monotonic() < give_up:  # until close() has begun: then submit refuses
+        try:
+            accepted.append(batcher.submit(request(1), ()))
+        except ModelUnavailableError:
+            break
+        time.sleep(0.001)
+    else:
+        pytest.fail("submit kept accepting after close()")
+    gate.open()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    assert closing_when_done and all(closing_when_done)  # close() returned after every run
+    assert_same(first.result(WAIT), expected(session, request(0), ()))
+    for future in accepted:
+        assert_same(future.result(0), expected(session, request(1), ()))
+
+
+def test_close_fails_what_is_still_queued_when_time_runs_out(session, make_batcher, held):
     gate = Gate(session_runner(session))
     batcher = make_batcher([gate])
     first = held(gate, batcher, request(0))
@@ -573,9 +759,16 @@ def test_every_caller_gets_what_an_unbatched_run_gives(
     try:
         for thread in submitters:
             thread.start()
+        # Open once every submitter is done or waits in a gate, running its request itself.
+        give_up = time.monotonic() + WAIT
+        while time.monotonic() < give_up:
+            inside = set().union(*(gate.waiting for gate in gates))
+            if all(not t.is_alive() or t.ident in inside for t in submitters):
+                break
+            time.sleep(0.001)
+        opened.set()
         for thread in submitters:
             thread.join(WAIT)
-        opened.set()
         for rid, (_, _, outputs) in enumerate(specs):
             assert_same(futures[rid].result(WAIT), expected(session, inputs[rid], outputs))
     finally:

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
+
 from tensorgate.server.batching import DynamicBatcher, Feed
 from tensorgate.server.model_config import DynamicBatchingConfig
 
