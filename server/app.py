@@ -26,6 +26,7 @@ from tensorgate.server.service import InferenceService
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
 from tensorgate.server.tracing import Tracing
+from tensorgate.server.transport import server_options
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,7 @@ class ServerApp:
         self.server = grpc.server(
             ThreadPoolExecutor(self.threads, thread_name_prefix="grpc-handler"),
             interceptors=[ErrorMappingInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=server_options(settings.max_message_bytes),
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorgate.client._codec import to_raw
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto import inference_pb2_grpc
+from tensorgate.server.transport import server_options
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def create_server(
     server = grpc.server(
         ThreadPoolExecutor(threads, thread_name_prefix="echo-handler"),
         maximum_concurrent_rpcs=max_concurrent_rpcs,
-        options=[("grpc.so_reuseport", 0)],
+        options=server_options(),
     )
     inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(EchoServicer(), server)
     health_servicer = health.HealthServicer()
