@@ -61,6 +61,9 @@ def session_options(
     inter = config.inter_op_threads if config.inter_op_threads is not None else inter_op_threads
     options.intra_op_num_threads = intra
     options.inter_op_num_threads = inter
+    spinning = "1" if config.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     options.log_severity_level = 3  # errors only: provider fallbacks are reported by us, once
     return options
 
