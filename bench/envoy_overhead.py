@@ -42,8 +42,9 @@ from tensorgate.balancer.settings import BalancerSettings, Endpoint
 from tensorgate.client import Client
 from tensorgate.server.bench.load import GeneratorPool, LoadResult, LoadSpec
 from tensorgate.server.bench.payload import PayloadSpec
-from tensorgate.server.bench.servers import free_port, running, serve_command
+from tensorgate.server.bench.servers import running, serve_command
 from tensorgate.server.bench.summary import run_record
+from tensorgate.server.probes import free_port
 from tensorgate.server.tensors import TensorSpec
 
 log = logging.getLogger("envoy_overhead")
