@@ -2,44 +2,34 @@
 
 Each child runs in its own session, so a Ctrl-C at the terminal reaches only the supervisor, which
 then stops the children in the order a drain needs. On Linux each child also asks the kernel for
-SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so a supervisor killed with ``kill -9`` leaves
-no orphans behind.
+SIGTERM when its parent dies (``PR_SET_PDEATHSIG``, set by util-linux's ``setpriv``), so a
+supervisor killed with ``kill -9`` leaves no orphans behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 
-
-def _parent_death_signal(sig: signal.Signals) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that asks for ``sig`` on the parent's death; None where prctl is missing.
-
-    It runs between fork and exec, so it must stay tiny; the supervisor forks from its only thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sig)
-
-    return preexec
+def with_parent_death_signal(argv: Sequence[str], sig: signal.Signals) -> list[str]:
+    """``argv`` run through util-linux's ``setpriv --pdeathsig``: the kernel sends ``sig`` to the
+    child when its parent dies. No ``preexec_fn``: code between fork and exec deadlocks when the
+    parent has other threads (gRPC's, in a test process). Unchanged where setpriv is missing."""
+    setpriv = shutil.which("setpriv")
+    if not sys.platform.startswith("linux") or setpriv is None:
+        return list(argv)
+    return [setpriv, "--pdeathsig", sig.name.removeprefix("SIG"), "--", *argv]
 
 
 @dataclass
@@ -54,11 +44,10 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            list(self.argv),
+            with_parent_death_signal(self.argv, signal.SIGTERM),
             env=dict(self.env) if self.env is not None else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_parent_death_signal(signal.SIGTERM),
         )
         self.started_at = time.monotonic()
 

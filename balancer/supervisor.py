@@ -1,7 +1,6 @@
 """The local stack behind ``tensorgate up``: N workers and one Envoy, started, watched and drained.
 
-The supervisor is single-threaded on purpose: it forks children with a ``preexec_fn`` (safe only
-without other threads) and handles signals between short ticks of its loop. Rolling restarts are a
+The supervisor is single-threaded on purpose: it handles signals between short ticks of its loop. Rolling restarts are a
 generator stepped once per tick, so signals and crashed workers are still handled while one runs.
 
 Shutdown order (SIGINT/SIGTERM), the only order that loses no request: the workers get SIGTERM and
