@@ -146,3 +146,21 @@ def test_latency_histogram_links_to_the_trace(
     spans = receiver.wait_for(lambda spans: any(s.trace_id == trace_id for s in spans))
     names = {s.name for s in spans if s.trace_id == trace_id}
     assert "inference.GRPCInferenceService/ModelInfer" in names
+
+
+def test_unknown_model_names_do_not_create_series(server: tuple[ServerProcess, int]) -> None:
+    process, metrics_port = server
+    with Client(process.target) as client:
+        for name in ("nope-1", "nope-2"):
+            with pytest.raises(InferenceServerError):
+                client.infer(name, {"pixels": np.zeros((1, 64), np.float32)})
+    found = samples(scrape(metrics_port))
+    models = {
+        dict(labels).get("model") for (name, labels) in found if name == "tensorgate_requests_total"
+    }
+    assert "nope-1" not in models and "nope-2" not in models
+    unknown = (
+        "tensorgate_requests_total",
+        (("model", "_unknown"), ("status", "NOT_FOUND"), ("version", "")),
+    )
+    assert found[unknown] == 2
