@@ -256,7 +256,15 @@ class InferenceServicer(GRPCInferenceServiceServicer):
 
         def deliver(future: Future[pb.ModelStreamInferResponse]) -> None:
             window.release()
-            answers.put(future.result())
+            if not future.cancelled():  # cancelled: the server is stopping
+                answers.put(future.result())
+
+        def wait_for_in_flight() -> None:
+            """Until no request of this stream is in flight, or the client has gone."""
+            for _ in range(STREAM_WINDOW):
+                while not window.acquire(timeout=1.0):
+                    if not context.is_active():
+                        return
 
         def read() -> None:
             try:
@@ -268,14 +276,18 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             except Exception:  # the client went away: nothing left to read
                 log.debug("stream reader stopped", exc_info=True)
             finally:
-                for _ in range(STREAM_WINDOW):  # wait for every request in flight
-                    window.acquire()
+                wait_for_in_flight()
                 answers.put(_STREAM_END)
 
         reader = threading.Thread(target=read, name="stream-reader", daemon=True)
         reader.start()
         while True:
-            item = answers.get()
+            try:
+                item = answers.get(timeout=1.0)
+            except queue.Empty:
+                if context.is_active():
+                    continue
+                return  # the client went away; the reader stops on its own
             if item is _STREAM_END:
                 return
             yield item  # type: ignore[misc]
