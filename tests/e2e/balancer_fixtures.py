@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -37,6 +36,7 @@ from tests.support.processes import (
     serve,
     wait_until_serving,
 )
+from tests.support.waiting import wait_until
 
 #: What the workers of these tests use: 2 s of drain (more than Envoy's 1 s health-check period).
 DRAIN_SECONDS = 2.0
@@ -69,13 +69,13 @@ def stack_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def wait_for(condition: object, timeout: float, what: str, interval: float = 0.05) -> float:
     """Poll ``condition()`` until true; return the seconds it took, or fail the test with ``what``."""
     assert callable(condition)
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
+
+    def holds() -> bool:
         with contextlib.suppress(AdminUnavailable):
-            if condition():
-                return time.monotonic() - started
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+            return bool(condition())
+        return False
+
+    return wait_until(holds, timeout, what, interval)
 
 
 def alive(pid: int) -> bool:

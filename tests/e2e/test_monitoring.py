@@ -8,8 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +17,9 @@ from tests.e2e.balancer_fixtures import tensorgate_up
 from tests.support.otlp import otlp_receiver
 from tests.support.processes import REPO_ROOT
 from tests.support.prometheus import Prometheus, prometheus
+from tests.support.waiting import wait_until
 
 PIXELS = np.zeros((1, 64), np.float32)
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
 def test_series_are_queryable_and_a_worker_down_alert_fires_then_resolves(tmp_path: Path) -> None:
@@ -45,7 +35,7 @@ def test_series_are_queryable_and_a_worker_down_alert_fires_then_resolves(tmp_pa
                 result = prom.query('sum(tensorgate_requests_total{model="digits",status="OK"})')
                 return bool(result) and float(result[0]["value"][1]) >= 50
 
-            eventually(served, 30, "the requests counted in Prometheus")
+            wait_until(served, 30, "the requests counted in Prometheus", interval=0.5)
             assert prom.query(
                 'tensorgate_request_duration_seconds_bucket{model="digits",le="0.1"} > 0'
             )
@@ -59,17 +49,19 @@ def test_series_are_queryable_and_a_worker_down_alert_fires_then_resolves(tmp_pa
             victim = up.pids()["worker 1"]
             os.kill(victim, signal.SIGSTOP)
             try:
-                eventually(
+                wait_until(
                     lambda: "TensorgateWorkerDown" in prom.firing(),
                     60,
                     "TensorgateWorkerDown to fire",
+                    interval=0.5,
                 )
             finally:
                 os.kill(victim, signal.SIGCONT)
-            eventually(
+            wait_until(
                 lambda: "TensorgateWorkerDown" not in prom.firing(),
                 60,
                 "TensorgateWorkerDown to resolve",
+                interval=0.5,
             )
 
 

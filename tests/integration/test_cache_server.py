@@ -8,7 +8,6 @@ import shutil
 import socket
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tensorgate.client import Client
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from tests.support.processes import EXAMPLE_MODELS, ServerProcess, serve, wait_until_serving
+from tests.support.waiting import wait_until
 
 WAIT_S = 30.0
 CACHE_ON = {"TENSORGATE_CACHE_ENABLED": "true"}
@@ -179,14 +179,12 @@ def test_two_worker_processes_share_hits(repository, tmp_path) -> None:
 
 def wait_for_disk_entries(directory: Path, count: int) -> None:
     """Until the disk tier holds ``count`` entries (a worker writes after answering)."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
+
+    def stored() -> int:
         with sqlite3.connect(f"file:{directory / 'cache.db'}?mode=ro", uri=True) as db:
-            (stored,) = db.execute("SELECT COUNT(*) FROM Cache").fetchone()
-        if stored >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the disk tier did not reach {count} entries in {WAIT_S} s")
+            return int(db.execute("SELECT COUNT(*) FROM Cache").fetchone()[0])
+
+    wait_until(lambda: stored() >= count, WAIT_S, f"the disk tier to hold {count} entries")
 
 
 def test_no_cache_turns_it_off_for_the_whole_server(repository, tmp_path) -> None:

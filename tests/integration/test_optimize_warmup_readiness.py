@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.support.processes import health_status, serve
+from tests.support.waiting import wait_until
 
 WIDTH, BATCH = 1024, 256
 #: Long enough for several polls to see the model loading, short enough for a quick test.
@@ -59,19 +60,19 @@ def test_the_model_turns_ready_only_after_its_warmup_finished(tmp_path: Path) ->
 
     with serve(tmp_path / "models", log_dir=tmp_path, wait=False) as server:
         seen_loading = False
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            status = health_status(server.target, "slow")
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                break
+
+        def ready() -> bool:
+            nonlocal seen_loading
+            if health_status(server.target, "slow") == health_pb2.HealthCheckResponse.SERVING:
+                return True
             if (
                 health_status(server.target) is not None
             ):  # the server answers; the model is not ready
                 seen_loading = True
                 assert "warmup finished" not in server.log()
-            time.sleep(POLL_SECONDS)
-        else:
-            raise AssertionError(f"slow never became ready; log:\n{server.log()}")
+            return False
+
+        wait_until(ready, DEADLINE_SECONDS, "slow to become ready", interval=POLL_SECONDS)
 
         assert "warmup finished" in server.log(), "ready before its warmup had finished"
         assert seen_loading, "the test never saw the model loading: warmup too short to observe"

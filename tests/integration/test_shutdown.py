@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 from grpc_health.v1 import health_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from tensorgate.client import Client, InferenceServerError
-from tests.support.processes import EXAMPLE_MODELS, health_status, serve
+from tests.support.processes import EXAMPLE_MODELS, free_port, health_status, serve
+from tests.support.waiting import wait_until
 
 
 def test_sigterm_under_load_drains_with_no_failed_request(tmp_path: Path) -> None:
@@ -36,13 +38,20 @@ def test_sigterm_under_load_drains_with_no_failed_request(tmp_path: Path) -> Non
         threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)
+        wait_until(lambda: sum(successes) > 0, 10, "the load to reach the server")
         before = sum(successes)
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        statuses.append(health_status(server.target))
+
+        def not_serving() -> bool:
+            status = health_status(server.target)
+            if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                statuses.append(status)
+            return bool(statuses)
+
+        # well inside the 1.5 s drain period: health turns, and answers keep coming
+        wait_until(not_serving, 1.0, "health NOT_SERVING once SIGTERM arrived")
         during_start = sum(successes)
-        time.sleep(0.8)
+        wait_until(lambda: sum(successes) > during_start, 1.0, "an answer during the drain")
         during_end = sum(successes)
         done.set()  # stop sending before the drain period ends, as a balancer would have
         for thread in threads:
@@ -55,11 +64,29 @@ def test_sigterm_under_load_drains_with_no_failed_request(tmp_path: Path) -> Non
     assert "draining" in server.log() and "stopped" in server.log()
 
 
+def inflight(metrics_port: int) -> float:
+    """The worker's tensorgate_inflight_requests gauge."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == "tensorgate_inflight_requests":
+            return family.samples[0].value
+    raise AssertionError("tensorgate_inflight_requests is not exposed")
+
+
 def test_requests_in_flight_finish_within_the_grace_period(tmp_path: Path) -> None:
     # a 300 ms injected latency: requests accepted just before SIGTERM must still complete
     env = {"TENSORGATE_FAULT_LATENCY_MS": "300"}
+    metrics_port = free_port()
     with serve(
-        EXAMPLE_MODELS, "--models", "digits", env=env, drain_seconds=0.0, log_dir=tmp_path
+        EXAMPLE_MODELS,
+        "--models",
+        "digits",
+        "--metrics-port",
+        str(metrics_port),
+        env=env,
+        drain_seconds=0.0,
+        log_dir=tmp_path,
     ) as server:
         results: list[object] = []
 
@@ -75,7 +102,7 @@ def test_requests_in_flight_finish_within_the_grace_period(tmp_path: Path) -> No
         threads = [threading.Thread(target=call) for _ in range(3)]
         for thread in threads:
             thread.start()
-        time.sleep(0.1)
+        wait_until(lambda: inflight(metrics_port) == 3, 10, "the three requests in flight")
         server.process.send_signal(signal.SIGTERM)
         for thread in threads:
             thread.join(15)

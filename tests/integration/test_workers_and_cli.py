@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from tensorgate.client import Client
 from tests.support.processes import EXAMPLE_MODELS, REPO_ROOT, free_port, serve, wait_until_serving
+from tests.support.waiting import wait_until
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -102,9 +102,9 @@ def test_workers_each_serve_their_own_ports_and_a_crash_is_reported(tmp_path: Pa
         ).stdout.split()
         assert len(worker_pids) == 2
         os.kill(int(worker_pids[1]), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "exited with code" not in log_path.read_text():
-            time.sleep(0.2)
+        wait_until(
+            lambda: "exited with code" in log_path.read_text(), 10, "the crash reported", 0.2
+        )
         assert "exited with code -9" in log_path.read_text()
         with Client(f"127.0.0.1:{port}") as client:  # the other worker keeps serving
             assert client.infer("digits", {"pixels": np.zeros((1, 64), np.float32)})[

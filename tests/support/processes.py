@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from tensorgate.server.probes import free_port, health_status
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_MODELS = REPO_ROOT / "examples" / "models"
@@ -22,14 +22,12 @@ EXAMPLE_MODELS = REPO_ROOT / "examples" / "models"
 def wait_until_serving(
     target: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60.0
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def serving() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with code {process.returncode} before serving")
-        if health_status(target) == health_pb2.HealthCheckResponse.SERVING:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{target} was not SERVING within {timeout}s")
+        return health_status(target) == health_pb2.HealthCheckResponse.SERVING
+
+    wait_until(serving, timeout, f"{target} SERVING", interval=0.1)
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> int:

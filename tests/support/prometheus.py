@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.processes import REPO_ROOT, free_port
+from tests.support.waiting import wait_until
 
 ALERT_RULES = REPO_ROOT / "k8s" / "monitoring" / "alerts.yaml"
 
@@ -99,11 +99,12 @@ def prometheus(
         )
     server = Prometheus(port)
     try:
-        deadline = time.monotonic() + 30
-        while not server.ready():
+
+        def ready() -> bool:
             assert process.poll() is None, (directory / "prometheus.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "prometheus did not become ready in 30 s"
-            time.sleep(0.2)
+            return server.ready()
+
+        wait_until(ready, 30, "prometheus to become ready", interval=0.2)
         yield server
     finally:
         process.send_signal(signal.SIGTERM)

@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import yaml
 from tensorgate.balancer.settings import BalancerSettings
 from tensorgate.server.probes import free_port
 from tensorgate.server.settings import Settings
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -315,17 +315,15 @@ def running_envoy(tmp_path: Path) -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if http_get(f"http://127.0.0.1:{admin_port}/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
+
+        def ready() -> bool:
             assert process.poll() is None, "envoy exited"
-            time.sleep(0.1)
-        else:
-            pytest.fail("envoy did not become ready in 30 s")
+            try:
+                return http_get(f"http://127.0.0.1:{admin_port}/ready")[0] == 200
+            except OSError:
+                return False
+
+        wait_until(ready, 30, "envoy to become ready", 0.1)
         yield stats_port
     finally:
         process.terminate()

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from tensorgate.balancer.settings import BalancerSettings, Endpoint
 from tensorgate.server.commands import top as top_command
 from tensorgate.server.probes import free_port
 from tensorgate.server.top import Frame, Target, Top, counter_increase, histogram_quantile, render
+from tests.support.waiting import wait_until
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 INF = math.inf
@@ -439,18 +439,16 @@ def real_envoy(tmp_path: Path) -> Iterator[int]:
     )
     url = f"http://127.0.0.1:{admin_port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def both_unhealthy() -> bool:
             assert process.poll() is None, "envoy exited"
             try:
                 clusters = urllib.request.urlopen(f"{url}/clusters", timeout=1).read().decode()
-                if clusters.count("health_flags::/failed_active_hc") == 2:
-                    break  # both workers seen unhealthy by the gRPC health check
             except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail("envoy did not mark the missing workers unhealthy in 30 s")
+                return False
+            return clusters.count("health_flags::/failed_active_hc") == 2
+
+        wait_until(both_unhealthy, 30, "envoy to mark both missing workers unhealthy", 0.1)
         yield admin_port
     finally:
         process.terminate()
@@ -549,11 +547,12 @@ def test_live_view_refreshes_until_ctrl_c() -> None:
         env={**os.environ, "COLUMNS": "160"},
     )
     try:
-        deadline = time.monotonic() + 30
-        while server.scrapes < 3 and time.monotonic() < deadline:
+
+        def refreshed_three_times() -> bool:
             assert process.poll() is None, process.communicate()
-            time.sleep(0.05)
-        assert server.scrapes >= 3, "top did not refresh three times in 30 s"
+            return server.scrapes >= 3
+
+        wait_until(refreshed_three_times, 30, "top to refresh three times")
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=10)
     finally:
