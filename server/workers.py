@@ -44,8 +44,9 @@ def spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "tensorgate.server.cli", "serve"], env=env)
 
 
-def stop_workers(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
-    """SIGTERM (each worker drains itself), then SIGKILL whatever is left after ``timeout``."""
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERM to all (each tensorgate server drains itself), then SIGKILL whatever is left after
+    ``timeout``. Used for workers, and by the benchmark and the tests for the servers they start."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -54,7 +55,7 @@ def stop_workers(processes: list[subprocess.Popen[bytes]], timeout: float) -> No
         try:
             process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.error("worker pid %d did not stop in %.0fs; killing it", process.pid, timeout)
+            log.error("pid %d did not stop in %.0fs; killing it", process.pid, timeout)
             process.kill()
             process.wait()
 
@@ -85,5 +86,5 @@ def run_workers(settings: Settings) -> int:
                 )
         if len(reported) == len(processes):
             return 1
-    stop_workers(processes, settings.drain_seconds + settings.grace_seconds + 5.0)
+    stop_processes(processes, settings.drain_seconds + settings.grace_seconds + 5.0)
     return 1 if reported else 0

@@ -7,7 +7,6 @@ reported with the tail of its log.
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tensorgate.server.probes import is_serving
+from tensorgate.server.workers import stop_processes
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +80,6 @@ def _tail(path: Path) -> str:
         return ""
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            log.warning("pid %d did not stop in %.0fs; killing it", process.pid, STOP_TIMEOUT_S)
-            process.kill()
-            process.wait(5)
-
-
 @contextmanager
 def running(command: Sequence[str], port: int, log_path: Path) -> Iterator[RunningServer]:
     """Starts ``command`` (a gRPC server on ``port``), waits until it is SERVING, stops it after."""
@@ -111,4 +100,4 @@ def running(command: Sequence[str], port: int, log_path: Path) -> Iterator[Runni
             time.sleep(0.1)
         yield RunningServer(process.pid, target, log_path)
     finally:
-        _stop(process)
+        stop_processes([process], STOP_TIMEOUT_S)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from tensorgate.server.probes import free_port, health_status
+from tensorgate.server.workers import stop_processes
 from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,13 +32,7 @@ def wait_until_serving(
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
     """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    stop_processes([process], timeout)
     return process.returncode
 
 
