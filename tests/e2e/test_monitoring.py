@@ -40,8 +40,16 @@ def test_series_are_queryable_and_a_worker_down_alert_fires_then_resolves(tmp_pa
                 'tensorgate_request_duration_seconds_bucket{model="digits",le="0.1"} > 0'
             )
             assert prom.query('tensorgate_model_ready{model="digits"} == 1')
-            assert prom.query(
-                'envoy_cluster_membership_healthy{envoy_cluster_name="tensorgate_workers"} == 2'
+            # Envoy is a second scrape target: its first scrape may come after the workers'
+            wait_until(
+                lambda: bool(
+                    prom.query(
+                        'envoy_cluster_membership_healthy{envoy_cluster_name="tensorgate_workers"} == 2'
+                    )
+                ),
+                30,
+                "Envoy's two healthy workers in Prometheus",
+                interval=0.5,
             )
             assert prom.firing() == set()
 
