@@ -7,8 +7,15 @@ from tensorgate.client._async import AsyncClient
 from tensorgate.client._codec import TensorCodecError
 from tensorgate.client._errors import InferenceServerError
 from tensorgate.client._options import ChannelOptions, RetryPolicy
+from tensorgate.client._security import TlsConfig
 from tensorgate.client._sync import Client
-from tensorgate.client._types import InferResult, ModelMetadata, ModelState, TensorInfo
+from tensorgate.client._types import (
+    InferResult,
+    ModelMetadata,
+    ModelState,
+    ServerMetadata,
+    TensorInfo,
+)
 
 __all__ = [
     "AsyncClient",
@@ -19,6 +26,8 @@ __all__ = [
     "ModelMetadata",
     "ModelState",
     "RetryPolicy",
+    "ServerMetadata",
     "TensorCodecError",
     "TensorInfo",
+    "TlsConfig",
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -20,11 +18,19 @@ import grpc
 import grpc.aio
 import numpy as np
 
+from tensorgate.client._channel import open_aio_channel
 from tensorgate.client._errors import InferenceServerError
 from tensorgate.client._messages import ParameterValue, build_infer_request
 from tensorgate.client._options import ChannelOptions, RetryPolicy
+from tensorgate.client._security import Headers, TlsConfig, base_metadata, with_headers
 from tensorgate.client._tracing import client_span
-from tensorgate.client._types import InferResult, ModelMetadata, ModelState
+from tensorgate.client._types import (
+    InferResult,
+    ModelMetadata,
+    ModelState,
+    ServerMetadata,
+    message_to_dict,
+)
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 
@@ -33,7 +39,8 @@ Inputs = Mapping[str, np.ndarray]
 
 
 class AsyncClient:
-    """The asyncio twin of :class:`tensorgate.client.Client`; use ``async with``."""
+    """The asyncio twin of :class:`tensorgate.client.Client` (same ``tls``, ``token``, ``headers``;
+    ``channel`` is a ``grpc.aio.Channel``); use ``async with``."""
 
     def __init__(
         self,
@@ -43,18 +50,21 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         options: ChannelOptions | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        tls: TlsConfig | None = None,
+        token: str | None = None,
+        channel: grpc.aio.Channel | None = None,
     ) -> None:
-        self._options = options or ChannelOptions()
-        self._retry = retry or RetryPolicy()
         self._timeout = timeout
-        self._metadata = tuple(metadata)
-        self._channel = grpc.aio.insecure_channel(
-            target, options=self._options.grpc_options(), compression=self._options.compression
+        self._metadata = base_metadata(metadata, token)
+        self._owns_channel = channel is None
+        self._channel = channel or open_aio_channel(
+            target, options or ChannelOptions(), retry or RetryPolicy(), tls
         )
         self._stub = GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._owns_channel:
+            await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -74,24 +84,18 @@ class AsyncClient:
         request: object,
         timeout: float | None,
         model: str | None = None,
+        headers: Headers | None = None,
     ) -> T:
-        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
-        with client_span(method, model, self._metadata) as metadata:
-            for attempt in range(self._retry.max_attempts):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise InferenceServerError(
-                        grpc.StatusCode.DEADLINE_EXCEEDED, f"{method}: deadline exceeded"
-                    )
-                try:
-                    return await call(request, timeout=remaining, metadata=metadata)
-                except grpc.RpcError as error:
-                    last_attempt = attempt + 1 >= self._retry.max_attempts
-                    if last_attempt or not self._retry.retryable(error.code()):
-                        raise InferenceServerError.from_rpc_error(error) from None
-                    pause = min(self._retry.backoff(attempt), max(0.0, deadline - time.monotonic()))
-                    await asyncio.sleep(pause)
-        raise AssertionError("unreachable: the loop returns or raises")
+        """One deadline for the call; gRPC's retry policy (the channel's) retries within it."""
+        with client_span(method, model, with_headers(self._metadata, headers)) as metadata:
+            try:
+                return await call(
+                    request,
+                    timeout=self._timeout if timeout is None else timeout,
+                    metadata=metadata,
+                )
+            except grpc.RpcError as error:
+                raise InferenceServerError.from_rpc_error(error) from None
 
     async def infer(
         self,
@@ -102,12 +106,14 @@ class AsyncClient:
         timeout: float | None = None,
         *,
         parameters: Mapping[str, ParameterValue] | None = None,
+        headers: Headers | None = None,
     ) -> dict[str, np.ndarray]:
         """Runs ``model`` on ``inputs``; returns the requested outputs (all when None) by name."""
-        result = await self.infer_result(
-            model, inputs, outputs, version, timeout, parameters=parameters
-        )
-        return result.outputs
+        return (
+            await self.infer_result(
+                model, inputs, outputs, version, timeout, parameters=parameters, headers=headers
+            )
+        ).outputs
 
     async def infer_result(
         self,
@@ -119,9 +125,13 @@ class AsyncClient:
         *,
         request_id: str = "",
         parameters: Mapping[str, ParameterValue] | None = None,
+        headers: Headers | None = None,
     ) -> InferResult:
+        """Like :meth:`infer`, with the response's parameters (e.g. ``cache``) and id."""
         request = build_infer_request(model, inputs, outputs, version, request_id, parameters)
-        response = await self._call("ModelInfer", self._stub.ModelInfer, request, timeout, model)
+        response = await self._call(
+            "ModelInfer", self._stub.ModelInfer, request, timeout, model, headers
+        )
         return InferResult.from_response(response)
 
     async def stream_infer(
@@ -131,6 +141,8 @@ class AsyncClient:
         outputs: Iterable[str] | None = None,
         version: str | None = None,
         timeout: float | None = None,
+        *,
+        headers: Headers | None = None,
     ) -> AsyncIterator[InferResult]:
         """One ModelStreamInfer stream: sends every input mapping, yields results as they complete.
 
@@ -151,7 +163,8 @@ class AsyncClient:
                     index += 1
 
         deadline = self._timeout if timeout is None else timeout
-        with client_span("ModelStreamInfer", model, self._metadata) as metadata:
+        base = with_headers(self._metadata, headers)
+        with client_span("ModelStreamInfer", model, base) as metadata:
             call: Any = self._stub.ModelStreamInfer(messages(), timeout=deadline, metadata=metadata)
             try:
                 async for message in call:
@@ -164,49 +177,125 @@ class AsyncClient:
             finally:
                 call.cancel()
 
-    async def live(self, timeout: float | None = None) -> bool:
-        response = await self._call(
-            "ServerLive", self._stub.ServerLive, pb.ServerLiveRequest(), timeout
-        )
-        return response.live
+    # -- server
+    async def live(self, timeout: float | None = None, *, headers: Headers | None = None) -> bool:
+        request = pb.ServerLiveRequest()
+        return await self._call(
+            "ServerLive", self._stub.ServerLive, request, timeout, None, headers
+        ).live
 
-    async def ready(self, timeout: float | None = None) -> bool:
+    async def ready(self, timeout: float | None = None, *, headers: Headers | None = None) -> bool:
+        request = pb.ServerReadyRequest()
         response = await self._call(
-            "ServerReady", self._stub.ServerReady, pb.ServerReadyRequest(), timeout
+            "ServerReady", self._stub.ServerReady, request, timeout, None, headers
         )
         return response.ready
 
+    async def server_metadata(
+        self, timeout: float | None = None, *, headers: Headers | None = None
+    ) -> ServerMetadata:
+        request = pb.ServerMetadataRequest()
+        response = await self._call(
+            "ServerMetadata", self._stub.ServerMetadata, request, timeout, None, headers
+        )
+        return ServerMetadata.from_response(response)
+
+    # -- models
     async def model_ready(
-        self, model: str, version: str | None = None, timeout: float | None = None
+        self,
+        model: str,
+        version: str | None = None,
+        timeout: float | None = None,
+        *,
+        headers: Headers | None = None,
     ) -> bool:
         request = pb.ModelReadyRequest(name=model, version=version or "")
-        return (
-            await self._call("ModelReady", self._stub.ModelReady, request, timeout, model)
+        return await self._call(
+            "ModelReady", self._stub.ModelReady, request, timeout, model, headers
         ).ready
 
-    async def metadata(
-        self, model: str, version: str | None = None, timeout: float | None = None
+    async def model_metadata(
+        self,
+        model: str,
+        version: str | None = None,
+        timeout: float | None = None,
+        *,
+        headers: Headers | None = None,
     ) -> ModelMetadata:
+        """The model's inputs and outputs (name, datatype, shape with -1 for variable)."""
         request = pb.ModelMetadataRequest(name=model, version=version or "")
         response = await self._call(
-            "ModelMetadata", self._stub.ModelMetadata, request, timeout, model
+            "ModelMetadata", self._stub.ModelMetadata, request, timeout, model, headers
         )
         return ModelMetadata.from_response(response)
 
-    async def models(self, timeout: float | None = None) -> list[ModelState]:
+    #: The name this client had first; kept for existing callers.
+    metadata = model_metadata
+
+    async def model_config(
+        self,
+        model: str,
+        version: str | None = None,
+        timeout: float | None = None,
+        *,
+        headers: Headers | None = None,
+    ) -> dict[str, Any]:
+        """The model's configuration (Triton's ModelConfig) as a dict with the proto's field names."""
+        request = pb.ModelConfigRequest(name=model, version=version or "")
         response = await self._call(
-            "RepositoryIndex", self._stub.RepositoryIndex, pb.RepositoryIndexRequest(), timeout
+            "ModelConfig", self._stub.ModelConfig, request, timeout, model, headers
+        )
+        return message_to_dict(response.config)
+
+    async def model_statistics(
+        self,
+        model: str | None = None,
+        version: str | None = None,
+        timeout: float | None = None,
+        *,
+        headers: Headers | None = None,
+    ) -> list[dict[str, Any]]:
+        """Inference statistics of ``model`` (None: of every model), one dict per model."""
+        request = pb.ModelStatisticsRequest(name=model or "", version=version or "")
+        response = await self._call(
+            "ModelStatistics", self._stub.ModelStatistics, request, timeout, model, headers
+        )
+        return [message_to_dict(stats) for stats in response.model_stats]
+
+    # -- repository (the admin role, when the server has tokens)
+    async def repository_index(
+        self, ready: bool = False, timeout: float | None = None, *, headers: Headers | None = None
+    ) -> list[ModelState]:
+        """Every model of the server's repository with its state (``ready``: the ready ones only)."""
+        request = pb.RepositoryIndexRequest(ready=ready)
+        response = await self._call(
+            "RepositoryIndex", self._stub.RepositoryIndex, request, timeout, None, headers
         )
         return [ModelState(m.name, m.version, m.state, m.reason) for m in response.models]
 
-    async def load(self, model: str, timeout: float | None = None) -> None:
+    async def models(
+        self, timeout: float | None = None, *, headers: Headers | None = None
+    ) -> list[ModelState]:
+        """Every model of the server's repository, with its state."""
+        return await self.repository_index(timeout=timeout, headers=headers)
+
+    async def load(
+        self, model: str, timeout: float | None = None, *, headers: Headers | None = None
+    ) -> None:
         request = pb.RepositoryModelLoadRequest(model_name=model)
         await self._call(
-            "RepositoryModelLoad", self._stub.RepositoryModelLoad, request, timeout, model
+            "RepositoryModelLoad", self._stub.RepositoryModelLoad, request, timeout, model, headers
         )
 
-    async def unload(self, model: str, timeout: float | None = None) -> None:
+    async def unload(
+        self, model: str, timeout: float | None = None, *, headers: Headers | None = None
+    ) -> None:
         request = pb.RepositoryModelUnloadRequest(model_name=model)
         await self._call(
-            "RepositoryModelUnload", self._stub.RepositoryModelUnload, request, timeout, model
+            "RepositoryModelUnload",
+            self._stub.RepositoryModelUnload,
+            request,
+            timeout,
+            model,
+            headers,
         )

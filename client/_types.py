@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from tensorgate.client._messages import ParameterValue, parse_infer_response, response_parameters
 from tensorgate.proto import inference_pb2 as pb
@@ -70,3 +73,22 @@ class ModelMetadata:
             inputs=tensors(response.inputs),
             outputs=tensors(response.outputs),
         )
+
+
+@dataclass(frozen=True)
+class ServerMetadata:
+    """The server's name, version and the protocol extensions it supports."""
+
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+    @classmethod
+    def from_response(cls, response: pb.ServerMetadataResponse) -> ServerMetadata:
+        return cls(response.name, response.version, tuple(response.extensions))
+
+
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """A protobuf message as JSON-like data, with the proto's own field names (as tritonclient's
+    ``as_json``), so callers need not import protobuf types."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto import inference_pb2_grpc
+from tensorgate.server.auth import AuthInterceptor, authenticator_from_settings
 from tensorgate.server.cache import ResponseCache
 from tensorgate.server.errors import TensorgateError
 from tensorgate.server.faults import FaultInjector
@@ -25,6 +26,7 @@ from tensorgate.server.repository import ModelRepository
 from tensorgate.server.service import InferenceService
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
+from tensorgate.server.tls import TlsFiles, server_credentials
 from tensorgate.server.tracing import Tracing
 from tensorgate.server.transport import server_options
 
@@ -46,6 +48,28 @@ def handler_threads(settings: Settings, repository: ModelRepository) -> int:
         config = load_model_config(repository.root / name)
         largest = max(largest, config.max_batch_size * config.instances)
     return CONCURRENCY_HEADROOM + 2 * largest + 8
+
+
+def auth_interceptors(settings: Settings) -> list[grpc.ServerInterceptor]:
+    """The token check, outermost, when the server has tokens or sits behind Envoy's JWT check."""
+    authenticator = authenticator_from_settings(settings.auth_tokens, settings.trust_roles_header)
+    return [] if authenticator is None else [AuthInterceptor(authenticator)]
+
+
+def tls_files(settings: Settings) -> TlsFiles | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return TlsFiles(
+        settings.tls_cert, settings.tls_key, settings.tls_client_ca, settings.tls_key_group_readable
+    )
+
+
+def add_port(server: grpc.Server, address: str, settings: Settings) -> int:
+    """Plaintext, or TLS (mTLS with a client CA) with certificates reloaded when they change."""
+    files = tls_files(settings)
+    if files is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, server_credentials(files))
 
 
 class ServerApp:
@@ -86,7 +110,7 @@ class ServerApp:
         self._stream_executor = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="stream")
         self.server = grpc.server(
             ThreadPoolExecutor(self.threads, thread_name_prefix="grpc-handler"),
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=[*auth_interceptors(settings), ErrorMappingInterceptor()],
             options=server_options(settings.max_message_bytes),
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
@@ -97,14 +121,15 @@ class ServerApp:
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
-        reflection.enable_server_reflection(
-            (
-                pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
-        )
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (
+                    pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                self.server,
+            )
         self.port = 0
         self.metrics_port = 0
 
@@ -114,7 +139,7 @@ class ServerApp:
     def start(self) -> int:
         """Binds, serves (NOT_SERVING until the models are loaded), loads the models; returns the port."""
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = self.server.add_insecure_port(address)
+        self.port = add_port(self.server, address, self.settings)
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
         self.server.start()

@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tensorgate.server.commands.bench",
     "tensorgate.server.commands.top",
     "tensorgate.server.commands.up",
+    "tensorgate.server.commands.token",
 )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -67,4 +68,32 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1, description="share of inferences failing UNAVAILABLE"
     )
 
+    # -- security (docs/security.md): all off by default, for local development
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain: serve TLS (1.2 or later)"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert; mode 0600")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA: require client certificates it signed (mTLS)"
+    )
+    tls_key_group_readable: bool = Field(
+        False, description="accept a group-readable key (a Kubernetes Secret with fsGroup)"
+    )
+    auth_tokens: Path | None = Field(
+        None, description="token file: '<sha256 hex> <role>[,<role>]' per line; reloaded on change"
+    )
+    trust_roles_header: bool = Field(
+        False,
+        description="take roles from Envoy's verified-JWT header; only `up --jwt-*` sets it",
+    )
+    reflection: bool = Field(True, description="gRPC reflection (needs a token when auth is on)")
+
     log_level: str = Field("INFO")
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+        return self

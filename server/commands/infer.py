@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 
-from tensorgate.client import Client, InferenceServerError
-from tensorgate.server.commands.client_args import add_target_arguments
+from tensorgate.client import InferenceServerError
+from tensorgate.server.commands.client_args import add_target_arguments, client_from_args
 
 
 def parse_input(text: str) -> tuple[str, str]:
@@ -21,13 +21,16 @@ def parse_input(text: str) -> tuple[str, str]:
 def handle(args: argparse.Namespace) -> int:
     inputs = {name: np.load(path, allow_pickle=False) for name, path in args.input}
     try:
-        with Client(args.target, timeout=args.timeout) as client:
+        with client_from_args(args) as client:
             outputs = client.infer(
                 args.model, inputs, outputs=args.output or None, version=args.version
             )
     except InferenceServerError as error:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as error:  # a TLS file that cannot be read, flags that clash
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     with np.printoptions(threshold=200, precision=5, suppress=True):
         for name, array in outputs.items():
             print(f"{name} {array.dtype} {list(array.shape)}")

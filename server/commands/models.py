@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tensorgate.client import Client, InferenceServerError
-from tensorgate.server.commands.client_args import add_target_arguments
+from tensorgate.client import InferenceServerError
+from tensorgate.server.commands.client_args import add_target_arguments, client_from_args
 
 
 def handle(args: argparse.Namespace) -> int:
     try:
-        with Client(args.target, timeout=args.timeout) as client:
+        with client_from_args(args) as client:
             models = client.models()
     except InferenceServerError as error:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as error:  # a TLS file that cannot be read, flags that clash
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"{'MODEL':<24} {'VERSION':<8} {'STATE':<12} REASON")
     for model in models:
         print(f"{model.name:<24} {model.version:<8} {model.state:<12} {model.reason}")

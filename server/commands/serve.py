@@ -40,6 +40,30 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", type=Path, help="disk cache directory")
     parser.add_argument("--log-level")
+    add_security_arguments(parser)
+
+
+def add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    """TLS, tokens and reflection flags of `serve` and `up` (docs/security.md)."""
+    group = parser.add_argument_group("security (docs/security.md)")
+    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain: TLS")
+    group.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key (mode 0600)")
+    group.add_argument(
+        "--tls-client-ca", type=Path, metavar="FILE", help="require client certificates (mTLS)"
+    )
+    group.add_argument(
+        "--auth-tokens",
+        type=Path,
+        metavar="FILE",
+        help="'<sha256 hex> <role>[,<role>]' per line (`tensorgate token new`); reloaded on change",
+    )
+    group.add_argument(
+        "--no-reflection",
+        dest="reflection",
+        action="store_const",
+        const=False,
+        help="turn gRPC reflection off",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -66,10 +90,16 @@ def install_stop_signals() -> threading.Event:
 
 def run_worker(settings: Settings) -> int:
     from tensorgate.server.app import ServerApp
+    from tensorgate.server.auth import TokenFileError
+    from tensorgate.server.tls import TlsFileError
 
     stop = install_stop_signals()
-    app = ServerApp(settings)
-    app.start()
+    try:
+        app = ServerApp(settings)
+        app.start()
+    except (TlsFileError, TokenFileError, FileNotFoundError) as error:
+        logging.getLogger("tensorgate.serve").error("cannot start: %s", error)
+        return 2
     while not stop.wait(1.0):
         pass
     app.stop()

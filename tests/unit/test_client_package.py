@@ -16,8 +16,10 @@ PUBLIC = [
     "ModelMetadata",
     "ModelState",
     "RetryPolicy",
+    "ServerMetadata",
     "TensorCodecError",
     "TensorInfo",
+    "TlsConfig",
 ]
 
 
