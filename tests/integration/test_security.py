@@ -27,6 +27,7 @@ from tensorgate.client import Client, InferenceServerError, TlsConfig
 from tensorgate.client._codec import to_raw
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
+from tensorgate.server.auth import hash_token
 from tests.support.models import make_test_repository
 from tests.support.processes import REPO_ROOT, ServerProcess, serve
 from tests.support.security import (
@@ -170,9 +171,11 @@ def secure_client(server: ServerProcess, pki: Pki, token: str | None = None) -> 
 
 
 def test_plaintext_to_a_tls_port_fails(token_server: ServerProcess, tokens: Tokens) -> None:
-    with Client(token_server.target, token=tokens.infer, timeout=5) as client:
-        with pytest.raises(InferenceServerError) as error:
-            client.live()
+    with (
+        Client(token_server.target, token=tokens.infer, timeout=5) as client,
+        pytest.raises(InferenceServerError) as error,
+    ):
+        client.live()
     assert error.value.code == grpc.StatusCode.UNAVAILABLE
 
 
@@ -180,9 +183,11 @@ def test_a_server_signed_by_another_ca_is_refused(
     token_server: ServerProcess, pki: Pki, tokens: Tokens
 ) -> None:
     tls = TlsConfig(root_certificates=pki.other_authority.ca, server_name_override=SERVER_NAME)
-    with Client(token_server.target, tls=tls, token=tokens.infer, timeout=5) as client:
-        with pytest.raises(InferenceServerError) as error:
-            client.live()
+    with (
+        Client(token_server.target, tls=tls, token=tokens.infer, timeout=5) as client,
+        pytest.raises(InferenceServerError) as error,
+    ):
+        client.live()
     assert error.value.code == grpc.StatusCode.UNAVAILABLE
 
 
@@ -237,9 +242,11 @@ def test_mtls_with_a_certificate_from_another_ca_fails(
         private_key=pki.other_client.key,
         server_name_override=SERVER_NAME,
     )
-    with Client(mtls_server.target, tls=tls, timeout=5) as client:
-        with pytest.raises(InferenceServerError) as error:
-            client.live()
+    with (
+        Client(mtls_server.target, tls=tls, timeout=5) as client,
+        pytest.raises(InferenceServerError) as error,
+    ):
+        client.live()
     assert error.value.code == grpc.StatusCode.UNAVAILABLE
 
 
@@ -317,9 +324,11 @@ def test_denials_are_clear_and_reveal_nothing(
         ("close", tokens.infer[:-1]),
         ("infer", tokens.infer),
     ):
-        with secure_client(token_server, pki, token) as client:
-            with pytest.raises(InferenceServerError) as error:
-                client.unload("add")
+        with (
+            secure_client(token_server, pki, token) as client,
+            pytest.raises(InferenceServerError) as error,
+        ):
+            client.unload("add")
         messages[name] = (error.value.code, error.value.message)
     assert messages["none"] == (
         UNAUTHENTICATED,
@@ -420,9 +429,11 @@ def served_certificate(port: int, ca: Path) -> bytes:
     context = ssl.create_default_context(cafile=str(ca))
     context.check_hostname = False
     context.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname=SERVER_NAME) as wrapped:
-            certificate = wrapped.getpeercert(binary_form=True)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=SERVER_NAME) as wrapped,
+    ):
+        certificate = wrapped.getpeercert(binary_form=True)
     assert certificate is not None
     return certificate
 
@@ -488,8 +499,6 @@ def test_token_file_and_certificates_reload_under_load_with_no_failed_request(
             wait_until(lambda: load.calls >= 20, 60, "load running")
             # a new token appears, the admin token goes away; the infer token stays
             newcomer = "a-new-token-" + "x" * 20
-            from tensorgate.server.auth import hash_token
-
             write_atomically(
                 tokens.path,
                 f"{hash_token(tokens.infer)} infer\n{hash_token(newcomer)} infer,admin\n",
