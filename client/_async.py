@@ -180,9 +180,10 @@ class AsyncClient:
     # -- server
     async def live(self, timeout: float | None = None, *, headers: Headers | None = None) -> bool:
         request = pb.ServerLiveRequest()
-        return await self._call(
+        response = await self._call(
             "ServerLive", self._stub.ServerLive, request, timeout, None, headers
-        ).live
+        )
+        return response.live
 
     async def ready(self, timeout: float | None = None, *, headers: Headers | None = None) -> bool:
         request = pb.ServerReadyRequest()
@@ -210,9 +211,10 @@ class AsyncClient:
         headers: Headers | None = None,
     ) -> bool:
         request = pb.ModelReadyRequest(name=model, version=version or "")
-        return await self._call(
+        response = await self._call(
             "ModelReady", self._stub.ModelReady, request, timeout, model, headers
-        ).ready
+        )
+        return response.ready
 
     async def model_metadata(
         self,
