@@ -7,6 +7,7 @@ drain time) comes from :class:`tensorgate.server.settings.Settings` through
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
@@ -47,6 +48,28 @@ class OtlpCollector(BaseModel):
         if not parts.hostname:
             raise ValueError(f"OTLP endpoint {url!r} has no host")
         return cls(host=parts.hostname, port=parts.port or 4317)
+
+
+class UpstreamTls(BaseModel):
+    """mTLS from Envoy to the workers: the CA of the workers' certificates, Envoy's client pair."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ca: Path
+    cert: Path
+    key: Path
+    server_name: str = Field("tensorgate-worker", description="SNI and the name checked")
+
+
+class JwtProvider(BaseModel):
+    """JWTs verified by Envoy against a local JWKS file; a claim carries the tensorgate roles."""
+
+    model_config = ConfigDict(frozen=True)
+
+    issuer: str
+    audience: str
+    jwks: Path
+    roles_claim: str = Field("roles", description="claim with the roles: 'infer,admin' or a list")
 
 
 class BalancerSettings(BaseSettings):
@@ -113,6 +136,31 @@ class BalancerSettings(BaseSettings):
         300.0, gt=0, description="a caller's grpc-timeout is honored up to this"
     )
 
+    # -- security at the front door (docs/security.md)
+    tls_cert: Path | None = Field(None, description="front door TLS certificate chain (PEM)")
+    tls_key: Path | None = Field(None, description="front door TLS private key (PEM)")
+    tls_client_ca: Path | None = Field(None, description="front door mTLS: the callers' CA")
+    upstream_tls: UpstreamTls | None = Field(None, description="mTLS from Envoy to the workers")
+    sds_dir: Path | None = Field(
+        None, description="where the SDS files go; None: beside the bootstrap"
+    )
+    jwt: JwtProvider | None = Field(None, description="verify JWTs at the front door")
+    rate_limit_rps: float | None = Field(
+        None, gt=0, description="calls per second per client (address or token); None: no limit"
+    )
+    rate_limit_key: Literal["address", "token"] = Field(
+        "address", description="what one client is for the rate limit"
+    )
+    rate_limit_burst_seconds: float = Field(
+        1.0, gt=0, description="a client may burst this many seconds' worth of calls"
+    )
+    max_streams_per_connection: int = Field(
+        1024, ge=1, description="concurrent gRPC calls on one caller connection"
+    )
+    max_heap_bytes: int = Field(
+        1024 * 1024 * 1024, ge=64 * 1024 * 1024, description="Envoy sheds load near this heap size"
+    )
+
     # -- observability
     access_log_path: str = Field("/dev/stdout", description="non-OK calls, one JSON line each")
     otlp_endpoint: str | None = Field(
@@ -131,6 +179,10 @@ class BalancerSettings(BaseSettings):
             raise ValueError("the local target needs at least one endpoint")
         if self.otlp_endpoint:
             OtlpCollector.parse(self.otlp_endpoint)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
         return self
 
     @property

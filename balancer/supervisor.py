@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from tensorgate.balancer.envoy import envoy_command
 from tensorgate.balancer.envoy_config import write_bootstrap
 from tensorgate.balancer.ports import PortLayout
 from tensorgate.balancer.processes import Child
+from tensorgate.balancer.security import InternalPki, StackSecurity, worker_security_environment
 from tensorgate.balancer.settings import BalancerSettings, Endpoint
 from tensorgate.server.settings import Settings
 
@@ -47,18 +49,27 @@ class StackConfig:
     layout: PortLayout
     server: Settings
     balancer: BalancerSettings
+    security: StackSecurity = field(default_factory=StackSecurity)
     startup_timeout_seconds: float = 120.0
 
     @classmethod
-    def build(cls, model_repository: Path, layout: PortLayout, server: Settings) -> StackConfig:
+    def build(
+        cls,
+        model_repository: Path,
+        layout: PortLayout,
+        server: Settings,
+        security: StackSecurity | None = None,
+    ) -> StackConfig:
+        security = security or StackSecurity()
         balancer = BalancerSettings.for_server(
             server,
             target="local",
             endpoints=[Endpoint(port=p) for p in layout.worker_ports()],
             port=layout.port,
             admin_port=layout.admin_port,
+            **security.balancer_overrides(server),
         )
-        return cls(model_repository, layout, server, balancer)
+        return cls(model_repository, layout, server, balancer, security)
 
 
 @dataclass
@@ -78,6 +89,16 @@ class Supervisor:
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
+        #: the bootstrap, its SDS files and the internal CA (mode 0700, removed when run() ends)
+        self.workdir = Path(tempfile.mkdtemp(prefix="tensorgate-envoy-"))
+        self.pki = (
+            InternalPki.create(self.workdir / "pki") if config.security.tls_internal else None
+        )
+        self.balancer = (
+            config.balancer.model_copy(update={"upstream_tls": self.pki.upstream})
+            if self.pki is not None
+            else config.balancer
+        )
         self.admin = EnvoyAdmin(config.layout.admin_port)
         self.workers = [Slot(self._worker_child(i)) for i in range(config.layout.workers)]
         self.envoy: Slot | None = None
@@ -95,7 +116,10 @@ class Supervisor:
             "--port", str(layout.worker_port(index)),
             "--metrics-port", str(layout.worker_metrics_port(index)),
         ]  # fmt: skip
-        return Child(f"worker {index}", argv, env=worker_environment(layout.workers))
+        env = worker_security_environment(
+            worker_environment(layout.workers), self.config.server, self.config.security, self.pki
+        )
+        return Child(f"worker {index}", argv, env=env)
 
     def _start(self, slot: Slot) -> None:
         slot.child.start()
@@ -135,14 +159,14 @@ class Supervisor:
         handled = (*STOP_SIGNALS, signal.SIGHUP)
         previous = {s: signal.signal(s, self._on_signal) for s in handled}
         try:
-            with tempfile.TemporaryDirectory(prefix="tensorgate-envoy-") as workdir:
-                config_path = write_bootstrap(self.config.balancer, Path(workdir) / "envoy.json")
-                return self._run(config_path, on_ready)
+            config_path = write_bootstrap(self.balancer, self.workdir / "envoy.json")
+            return self._run(config_path, on_ready)
         finally:
             for slot in self._all_slots():
                 slot.child.kill()  # a no-op for every child already stopped
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _all_slots(self) -> list[Slot]:
         return self.workers + ([self.envoy] if self.envoy else [])
@@ -150,7 +174,7 @@ class Supervisor:
     def _run(self, config_path: Path, on_ready: Callable[[], None] | None) -> int:
         for slot in self.workers:
             self._start(slot)
-        envoy_argv = envoy_command(config_path, concurrency=self.config.balancer.concurrency)
+        envoy_argv = envoy_command(config_path, concurrency=self.balancer.concurrency)
         self.envoy = Slot(Child("envoy", envoy_argv))
         self._start(self.envoy)
         if not self._wait_until_up():

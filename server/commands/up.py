@@ -9,8 +9,12 @@ from pathlib import Path
 
 from tensorgate.balancer.envoy import EnvoyNotFound, envoy_binary
 from tensorgate.balancer.ports import PortLayout, busy_ports
+from tensorgate.balancer.security import StackSecurity
+from tensorgate.balancer.settings import JwtProvider
 from tensorgate.balancer.supervisor import StackConfig, Supervisor, usable_cores
+from tensorgate.server.commands.serve import add_security_arguments, settings_from_args
 from tensorgate.server.settings import Settings
+from tensorgate.server.tls import TlsFileError
 
 HELP = "start N workers behind Envoy (least-request, health checks, retries) and supervise them"
 
@@ -31,12 +35,73 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--model-repository", type=Path, default=None, help="<repo>/<model>/<version>/model.onnx"
     )
+    add_security_arguments(parser)
+    front = parser.add_argument_group("front door (Envoy), docs/security.md")
+    front.add_argument(
+        "--tls-internal",
+        action="store_true",
+        help="mTLS from Envoy to the workers, with a CA made for this run (implied by --jwt-*)",
+    )
+    front.add_argument("--jwt-issuer", metavar="ISS", help="verify JWTs: the issuer (iss)")
+    front.add_argument("--jwt-audience", metavar="AUD", help="verify JWTs: the audience (aud)")
+    front.add_argument("--jwks", type=Path, metavar="FILE", help="verify JWTs: the keys (JWKS)")
+    front.add_argument(
+        "--jwt-roles-claim", default="roles", help="the claim with the roles (default: roles)"
+    )
+    front.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="RPS",
+        help="calls per second per client; beyond it RESOURCE_EXHAUSTED (default: no limit)",
+    )
+    front.add_argument(
+        "--rate-limit-by",
+        choices=("address", "token"),
+        default="address",
+        help="one client is one address (default) or one bearer token",
+    )
     parser.set_defaults(func=handle)
 
 
+def stack_security(args: argparse.Namespace) -> StackSecurity:
+    jwt_flags = (args.jwt_issuer, args.jwt_audience, args.jwks)
+    if any(jwt_flags) and not all(jwt_flags):
+        raise ValueError("--jwt-issuer, --jwt-audience and --jwks go together")
+    if args.rate_limit is not None and args.rate_limit <= 0:
+        raise ValueError("--rate-limit must be positive")
+    jwt = (
+        JwtProvider(
+            issuer=args.jwt_issuer,
+            audience=args.jwt_audience,
+            jwks=args.jwks,
+            roles_claim=args.jwt_roles_claim,
+        )
+        if all(jwt_flags)
+        else None
+    )
+    return StackSecurity(args.tls_internal, jwt, args.rate_limit, args.rate_limit_by)
+
+
+def up_settings(args: argparse.Namespace) -> Settings:
+    """`up` reads the same TENSORGATE_* variables as `serve`; its own flags take precedence."""
+    return settings_from_args(
+        argparse.Namespace(
+            model_repository=args.model_repository,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            auth_tokens=args.auth_tokens,
+            reflection=args.reflection,
+        )
+    )
+
+
 def handle(args: argparse.Namespace) -> int:
-    overrides = {"model_repository": args.model_repository} if args.model_repository else {}
-    settings = Settings(**overrides)
+    try:
+        settings = up_settings(args)
+    except ValueError as err:
+        print(f"tensorgate up: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -47,8 +112,10 @@ def handle(args: argparse.Namespace) -> int:
         layout = PortLayout(
             args.port, args.admin_port, args.metrics_port, args.workers or usable_cores()
         )
-        config = StackConfig.build(settings.model_repository, layout, settings)
-    except (ValueError, EnvoyNotFound) as err:
+        config = StackConfig.build(
+            settings.model_repository, layout, settings, stack_security(args)
+        )
+    except (ValueError, EnvoyNotFound, TlsFileError) as err:
         print(f"tensorgate up: {err}", file=sys.stderr)
         return 2
     if not settings.model_repository.is_dir():
@@ -68,9 +135,24 @@ def banner(config: StackConfig) -> str:
     return "\n".join(
         [
             f"tensorgate is up: {layout.workers} workers behind Envoy",
-            f"  gRPC front door   {config.balancer.listen_host}:{layout.port}",
+            f"  gRPC front door   {config.balancer.listen_host}:{layout.port} ({front_door(config)})",
             f"  worker metrics    {metrics}",
             f"  Envoy stats       http://127.0.0.1:{layout.admin_port}/stats/prometheus",
             "Ctrl-C drains and stops; SIGHUP restarts the workers one at a time.",
         ]
     )
+
+
+def front_door(config: StackConfig) -> str:
+    """How the front door is protected, in a few words."""
+    balancer = config.balancer
+    parts = ["mTLS" if balancer.tls_client_ca else "TLS" if balancer.tls_cert else "plaintext"]
+    if balancer.jwt is not None:
+        parts.append("JWT")
+    elif config.server.auth_tokens is not None:
+        parts.append("tokens")
+    if balancer.rate_limit_rps is not None:
+        parts.append(f"{balancer.rate_limit_rps:g} calls/s per {balancer.rate_limit_key}")
+    if config.security.tls_internal:
+        parts.append("mTLS to the workers")
+    return ", ".join(parts)

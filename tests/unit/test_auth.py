@@ -16,8 +16,8 @@ from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from tensorgate.server.auth import (
     ROLES_HEADER,
     AioAuthInterceptor,
-    AuthInterceptor,
     Authenticator,
+    AuthInterceptor,
     TokenFile,
     TokenFileError,
     hash_token,

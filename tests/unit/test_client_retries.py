@@ -99,9 +99,11 @@ def test_a_failing_server_exhausts_the_retry_budget(recorder: tuple[Recorder, st
 
 def test_no_retry_is_one_attempt(recorder: tuple[Recorder, str]) -> None:
     server, target = recorder
-    with Client(target, retry=RetryPolicy(max_attempts=1), timeout=5) as client:
-        with pytest.raises(InferenceServerError):
-            client.live()
+    with (
+        Client(target, retry=RetryPolicy(max_attempts=1), timeout=5) as client,
+        pytest.raises(InferenceServerError),
+    ):
+        client.live()
     assert server.attempts == 1
 
 
