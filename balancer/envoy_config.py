@@ -366,6 +366,8 @@ def local_rate_limit(settings: BalancerSettings) -> dict[str, Any]:
             # an entry without a value is a wildcard: one bucket per distinct value seen
             "descriptors": [{"entries": [{"key": key}], "token_bucket": bucket}],
             "max_dynamic_descriptors": 100_000,
+            # the filter-wide bucket is only for calls with no descriptor (no token), not for all
+            "always_consume_default_token_bucket": False,
             "rate_limited_as_resource_exhausted": True,
         },
     }
@@ -380,8 +382,30 @@ def local_reply_config(settings: BalancerSettings) -> dict[str, Any]:
             "value": {"default_value": 413, "runtime_key": "tensorgate.payload_too_large"},
         }
     }
+    mappers = []
+    if settings.rate_limit_rps is not None:
+        mappers.append(
+            {
+                "filter": {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {
+                                "default_value": 429,
+                                "runtime_key": "tensorgate.rate_limited",
+                            },
+                        }
+                    }
+                },
+                "body": {
+                    "inline_string": f"rate limit: more than {settings.rate_limit_rps:g} calls "
+                    f"per second from this client ({settings.rate_limit_key}); retry later"
+                },
+            }
+        )
     return {
         "mappers": [
+            *mappers,
             {
                 "filter": {"status_code_filter": too_large},
                 "headers_to_add": [
@@ -394,7 +418,7 @@ def local_reply_config(settings: BalancerSettings) -> dict[str, Any]:
                     "inline_string": f"request larger than {settings.max_request_bytes} bytes "
                     "(the balancer's limit)"
                 },
-            }
+            },
         ]
     }
 
