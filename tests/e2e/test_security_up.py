@@ -91,9 +91,11 @@ def test_tls_front_door_tokens_and_roles(tls_stack: TlsStack) -> None:
 
 
 def test_plaintext_to_the_front_door_fails(tls_stack: TlsStack) -> None:
-    with Client(tls_stack.up.target, token=tls_stack.infer, timeout=5, retry=NO_RETRY) as client:
-        with pytest.raises(InferenceServerError) as error:
-            client.live()
+    with (
+        Client(tls_stack.up.target, token=tls_stack.infer, timeout=5, retry=NO_RETRY) as client,
+        pytest.raises(InferenceServerError) as error,
+    ):
+        client.live()
     assert error.value.code == grpc.StatusCode.UNAVAILABLE
 
 
@@ -109,9 +111,11 @@ def test_workers_accept_only_envoys_certificate(tls_stack: TlsStack) -> None:
     """Behind `up --tls-internal`, a caller that goes around Envoy to a worker gets nowhere:
     neither in plaintext nor with TLS but without the run's client certificate."""
     worker = f"127.0.0.1:{tls_stack.up.layout.worker_port(0)}"
-    with Client(worker, token=tls_stack.admin, timeout=5, retry=NO_RETRY) as client:
-        with pytest.raises(InferenceServerError) as plaintext:
-            client.live()
+    with (
+        Client(worker, token=tls_stack.admin, timeout=5, retry=NO_RETRY) as client,
+        pytest.raises(InferenceServerError) as plaintext,
+    ):
+        client.live()
     assert plaintext.value.code == grpc.StatusCode.UNAVAILABLE
     assert tls_without_client_certificate(tls_stack.up.layout.worker_port(0)) == "refused"
 
