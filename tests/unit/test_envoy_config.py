@@ -185,3 +185,96 @@ def test_settings_refuse_what_cannot_work() -> None:
         BalancerSettings()
     with pytest.raises(ValueError, match="only plaintext"):
         BalancerSettings(endpoints=LOCAL, otlp_endpoint="https://collector:4317")
+
+
+# -- security at the front door (docs/security.md)
+
+SECURITY_VARIANTS = (
+    "tls",
+    "mtls",
+    "tls to the workers",
+    "jwt",
+    "rate limit by address",
+    "rate limit by token",
+    "everything",
+)
+
+
+def security_settings(variant: str, root: Path) -> BalancerSettings:
+    from tensorgate.balancer.local_ca import Authority
+    from tensorgate.balancer.settings import JwtProvider, UpstreamTls
+    from tests.support.jwt import SigningKey
+
+    authority = Authority(root / "pki")
+    front, envoy = authority.issue("front"), authority.issue("envoy", server=False)
+    jwt = JwtProvider(
+        issuer="iss", audience="aud", jwks=SigningKey("k").write_jwks(root / "jwks.json")
+    )
+    options: dict[str, dict[str, Any]] = {
+        "tls": {"tls_cert": front.cert, "tls_key": front.key},
+        "mtls": {"tls_cert": front.cert, "tls_key": front.key, "tls_client_ca": authority.ca},
+        "tls to the workers": {
+            "upstream_tls": UpstreamTls(ca=authority.ca, cert=envoy.cert, key=envoy.key)
+        },
+        "jwt": {"jwt": jwt},
+        "rate limit by address": {"rate_limit_rps": 50},
+        "rate limit by token": {"rate_limit_rps": 50, "rate_limit_key": "token"},
+    }
+    chosen = options.get(variant) or {k: v for o in options.values() for k, v in o.items()}
+    return BalancerSettings(endpoints=LOCAL, **chosen)
+
+
+@pytest.mark.parametrize("variant", SECURITY_VARIANTS)
+def test_security_variants_pass_envoy_validate(variant: str, tmp_path: Path) -> None:
+    settings = security_settings(variant, tmp_path)
+    result = validate(write_bootstrap(settings, tmp_path / "envoy.json"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "deprecated" not in output.lower(), output
+
+
+def test_tls_is_1_2_or_later_with_certificates_from_watched_sds_files(tmp_path: Path) -> None:
+    settings = security_settings("everything", tmp_path)
+    bootstrap = render_bootstrap(settings, tmp_path)
+    listener = bootstrap["static_resources"]["listeners"][0]
+    context = listener["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert context["require_client_certificate"] is True
+    common = context["common_tls_context"]
+    assert common["tls_params"]["tls_minimum_protocol_version"] == "TLSv1_2"
+    assert common["alpn_protocols"] == ["h2"]
+    sds = common["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]
+    assert sds["watched_directory"]["path"] == str(tmp_path.resolve())
+    upstream = cluster(bootstrap)["transport_socket"]["typed_config"]
+    assert (
+        upstream["common_tls_context"]["validation_context_sds_secret_config"]["name"]
+        == "workers_ca"
+    )
+
+
+def test_the_roles_header_is_stripped_before_the_jwt_filter_sets_it(tmp_path: Path) -> None:
+    filters = [
+        f["name"]
+        for f in hcm(render_bootstrap(security_settings("everything", tmp_path)))["http_filters"]
+    ]
+    assert filters[:3] == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.jwt_authn",
+    ]
+    assert filters[-1] == "envoy.filters.http.router"
+    # and without JWT, rate limit or TLS the request path is what it was
+    plain = [
+        f["name"] for f in hcm(render_bootstrap(BalancerSettings(endpoints=LOCAL)))["http_filters"]
+    ]
+    assert plain == ["envoy.filters.http.buffer", "envoy.filters.http.router"]
+
+
+def test_rate_limited_calls_are_resource_exhausted_and_heap_is_capped() -> None:
+    bootstrap = render_bootstrap(BalancerSettings(endpoints=LOCAL, rate_limit_rps=20))
+    limit = hcm(bootstrap)["http_filters"][0]["typed_config"]
+    assert limit["rate_limited_as_resource_exhausted"] is True
+    assert limit["descriptors"][0]["token_bucket"]["tokens_per_fill"] == 20
+    monitors = [m["name"] for m in bootstrap["overload_manager"]["resource_monitors"]]
+    assert "envoy.resource_monitors.fixed_heap" in monitors
+    actions = {a["name"] for a in bootstrap["overload_manager"]["actions"]}
+    assert "envoy.overload_actions.stop_accepting_requests" in actions
