@@ -11,14 +11,6 @@ from tensorgate.balancer.settings import JwtProvider, UpstreamTls
 from tensorgate.server.settings import Settings
 from tensorgate.server.tls import check_key_permissions
 
-#: The worker settings `up` decides itself: the front door's TLS files are Envoy's, not theirs.
-WORKER_TLS_VARIABLES = (
-    "TENSORGATE_TLS_CERT",
-    "TENSORGATE_TLS_KEY",
-    "TENSORGATE_TLS_CLIENT_CA",
-    "TENSORGATE_TLS_KEY_GROUP_READABLE",
-)
-
 
 @dataclass(frozen=True)
 class StackSecurity:
@@ -67,17 +59,15 @@ class InternalPki:
         return cls(upstream, worker.cert, worker.key)
 
 
-def worker_security_environment(
-    base: dict[str, str], server: Settings, security: StackSecurity, pki: InternalPki | None
-) -> dict[str, str]:
-    """``base`` for a worker of `up`: its tokens, reflection and JWT trust; TLS only internally."""
-    env = {k: v for k, v in base.items() if k not in WORKER_TLS_VARIABLES}
-    if server.auth_tokens is not None:
-        env["TENSORGATE_AUTH_TOKENS"] = str(server.auth_tokens.resolve())
-    env["TENSORGATE_REFLECTION"] = str(server.reflection).lower()
-    env["TENSORGATE_TRUST_ROLES_HEADER"] = str(security.jwt is not None).lower()
-    if pki is not None:
-        env["TENSORGATE_TLS_CERT"] = str(pki.worker_cert)
-        env["TENSORGATE_TLS_KEY"] = str(pki.worker_key)
-        env["TENSORGATE_TLS_CLIENT_CA"] = str(pki.upstream.ca)
-    return env
+def worker_security_settings(
+    server: Settings, security: StackSecurity, pki: InternalPki | None
+) -> dict[str, object]:
+    """A worker's security settings under `up`: the tokens it checks, whether it trusts Envoy's
+    roles header, and TLS only for the internal hop (the TLS files given to `up` are Envoy's)."""
+    return {
+        "tls_cert": pki.worker_cert if pki else None,
+        "tls_key": pki.worker_key if pki else None,
+        "tls_client_ca": pki.upstream.ca if pki else None,
+        "auth_tokens": server.auth_tokens.resolve() if server.auth_tokens else None,
+        "trust_roles_header": security.jwt is not None,
+    }

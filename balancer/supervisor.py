@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +27,10 @@ from tensorgate.balancer.envoy import envoy_command
 from tensorgate.balancer.envoy_config import write_bootstrap
 from tensorgate.balancer.ports import PortLayout
 from tensorgate.balancer.processes import Child
-from tensorgate.balancer.security import InternalPki, StackSecurity, worker_security_environment
+from tensorgate.balancer.security import InternalPki, StackSecurity, worker_security_settings
 from tensorgate.balancer.settings import BalancerSettings, Endpoint
 from tensorgate.server.settings import Settings
+from tensorgate.server.workers import worker_command
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +58,20 @@ class StackConfig:
         model_repository: Path,
         layout: PortLayout,
         server: Settings,
+        listen_host: str | None = None,
         security: StackSecurity | None = None,
     ) -> StackConfig:
+        """``listen_host`` binds the front door (unset: the balancer settings' own default);
+        ``security`` says what the front door and the workers protect (docs/security.md)."""
         security = security or StackSecurity()
+        overrides = {"listen_host": listen_host} if listen_host else {}
         balancer = BalancerSettings.for_server(
             server,
             target="local",
             endpoints=[Endpoint(port=p) for p in layout.worker_ports()],
             port=layout.port,
             admin_port=layout.admin_port,
+            **overrides,
             **security.balancer_overrides(server),
         )
         return cls(model_repository, layout, server, balancer, security)
@@ -109,16 +114,19 @@ class Supervisor:
 
     def _worker_child(self, index: int) -> Child:
         layout = self.config.layout
-        argv = [
-            sys.executable, "-m", "tensorgate.server.cli", "serve",
-            "--model-repository", str(self.config.model_repository),
-            "--host", "127.0.0.1",
-            "--port", str(layout.worker_port(index)),
-            "--metrics-port", str(layout.worker_metrics_port(index)),
-        ]  # fmt: skip
-        env = worker_security_environment(
-            worker_environment(layout.workers), self.config.server, self.config.security, self.pki
+        settings = self.config.server.model_copy(
+            update={
+                "model_repository": self.config.model_repository,
+                "host": "127.0.0.1",
+                "port": layout.worker_port(index),
+                "metrics_port": layout.worker_metrics_port(index),
+                "workers": 1,
+                "intra_op_threads": self.config.server.intra_op_threads
+                or max(1, usable_cores() // layout.workers),
+                **worker_security_settings(self.config.server, self.config.security, self.pki),
+            }
         )
+        argv, env = worker_command(settings=settings)
         return Child(f"worker {index}", argv, env=env)
 
     def _start(self, slot: Slot) -> None:
@@ -318,15 +326,6 @@ class Supervisor:
                 return False
             time.sleep(TICK_SECONDS)
         return done()
-
-
-def worker_environment(workers: int) -> dict[str, str]:
-    """This process's environment for a worker: one process each, and cores shared between them."""
-    env = dict(os.environ)
-    env["TENSORGATE_WORKERS"] = "1"
-    if "TENSORGATE_INTRA_OP_THREADS" not in env:
-        env["TENSORGATE_INTRA_OP_THREADS"] = str(max(1, usable_cores() // workers))
-    return env
 
 
 def usable_cores() -> int:

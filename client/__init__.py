@@ -4,7 +4,6 @@ Light on dependencies (grpcio, protobuf, numpy): it imports without ONNX Runtime
 """
 
 from tensorgate.client._async import AsyncClient
-from tensorgate.client._codec import TensorCodecError
 from tensorgate.client._errors import InferenceServerError
 from tensorgate.client._options import ChannelOptions, RetryPolicy
 from tensorgate.client._security import TlsConfig
@@ -16,6 +15,7 @@ from tensorgate.client._types import (
     ServerMetadata,
     TensorInfo,
 )
+from tensorgate.codec.tensors import TensorCodecError
 
 __all__ = [
     "AsyncClient",

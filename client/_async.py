@@ -20,7 +20,6 @@ import numpy as np
 
 from tensorgate.client._channel import open_aio_channel
 from tensorgate.client._errors import InferenceServerError
-from tensorgate.client._messages import ParameterValue, build_infer_request
 from tensorgate.client._options import ChannelOptions, RetryPolicy
 from tensorgate.client._security import Headers, TlsConfig, base_metadata, with_headers
 from tensorgate.client._tracing import client_span
@@ -31,6 +30,7 @@ from tensorgate.client._types import (
     ServerMetadata,
     message_to_dict,
 )
+from tensorgate.codec.messages import ParameterValue, build_infer_request
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 

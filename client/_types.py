@@ -9,7 +9,7 @@ import numpy as np
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from tensorgate.client._messages import ParameterValue, parse_infer_response, response_parameters
+from tensorgate.codec.messages import ParameterValue, parse_infer_response, response_parameters
 from tensorgate.proto import inference_pb2 as pb
 
 

@@ -15,6 +15,7 @@ from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto import inference_pb2_grpc
 from tensorgate.server.auth import AuthInterceptor, authenticator_from_settings
 from tensorgate.server.cache import ResponseCache
+from tensorgate.server.dataplane import InferenceService
 from tensorgate.server.errors import TensorgateError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.health import Health
@@ -23,7 +24,6 @@ from tensorgate.server.metrics import CacheSizeCollector, GpuCollector, Metrics,
 from tensorgate.server.model_config import load_model_config
 from tensorgate.server.models import ModelManager, ModelState
 from tensorgate.server.repository import ModelRepository
-from tensorgate.server.service import InferenceService
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
 from tensorgate.server.tls import TlsFiles, server_credentials

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tensorgate.balancer.local_ca import SERVER_NAME, Authority, Pair
 from tensorgate.client import Client, InferenceServerError, TlsConfig
-from tensorgate.client._codec import to_raw
+from tensorgate.codec.tensors import to_raw
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from tensorgate.server.auth import hash_token
@@ -376,7 +376,7 @@ def test_cli_takes_tls_flags_and_the_token_variable(
     def models(token: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "TENSORGATE_TOKEN": token}
         return subprocess.run(
-            [sys.executable, "-m", "tensorgate.server.cli", "models", "--target", token_server.target, "--tls-ca", str(pki.authority.ca)],
+            [sys.executable, "-m", "tensorgate.cli.main", "models", "--target", token_server.target, "--tls-ca", str(pki.authority.ca)],
             capture_output=True, text=True, timeout=60, env=env, cwd=REPO_ROOT,
         )  # fmt: skip
 
@@ -413,7 +413,7 @@ def test_a_key_readable_by_other_users_is_refused(tmp_path: Path, pki: Pki) -> N
     key.chmod(0o644)
     make_test_repository(tmp_path / "models")
     command = [
-        sys.executable, "-m", "tensorgate.server.cli", "serve", "--model-repository", str(tmp_path / "models"),
+        sys.executable, "-m", "tensorgate.cli.main", "serve", "--model-repository", str(tmp_path / "models"),
         "--models", "add", "--port", "0", "--metrics-port", "0",
         "--tls-cert", str(pki.server.cert), "--tls-key", str(key),
     ]  # fmt: skip
