@@ -136,7 +136,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value!r} is neither an IP address nor a host name") from None
         return value
 
-    @field_validator("model_repository", "cache_dir", mode="before")
+    @field_validator(
+        "model_repository",
+        "cache_dir",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "auth_tokens",
+        mode="before",
+    )
     @classmethod
     def _non_empty_path(cls, value: Any) -> Any:
         if isinstance(value, str | Path) and not str(value).strip():
@@ -151,7 +159,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_tls(self) -> Self:
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together: give both or neither")
+            raise ValueError(
+                "--tls-cert and --tls-key (TENSORGATE_TLS_CERT, TENSORGATE_TLS_KEY) go together"
+            )
         if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+            raise ValueError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
         return self
