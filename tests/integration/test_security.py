@@ -3,6 +3,7 @@ here, every role against every RPC, reloads under load, tritonclient over TLS, n
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tensorgate.balancer.local_ca import SERVER_NAME, Authority, Pair
-from tensorgate.client import Client, InferenceServerError, TlsConfig
+from tensorgate.client import AsyncClient, Client, InferenceServerError, TlsConfig
 from tensorgate.codec.tensors import to_raw
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
@@ -218,6 +219,33 @@ def handshake(port: int, ca: Path, version: ssl.TLSVersion) -> str:
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
+def test_async_client_over_tls_with_a_token_has_every_call(
+    token_server: ServerProcess, pki: Pki, tokens: Tokens
+) -> None:
+    async def run() -> dict[str, object]:
+        tls = TlsConfig(root_certificates=pki.authority.ca, server_name_override=SERVER_NAME)
+        async with AsyncClient(
+            token_server.target, tls=tls, token=tokens.both, timeout=10
+        ) as client:
+            return {
+                "server": (await client.server_metadata()).name,
+                "inputs": [t.name for t in (await client.model_metadata("add")).inputs],
+                "config": (await client.model_config("add"))["name"],
+                "statistics": [s["name"] for s in await client.model_statistics()],
+                "index": sorted({m.name for m in await client.repository_index(ready=True)}),
+                "y": (await client.infer("add", {"x": np.zeros((1, 4), np.float32)}))["y"].tolist(),
+            }
+
+    assert asyncio.run(run()) == {
+        "server": "tensorgate",
+        "inputs": ["x"],
+        "config": "add",
+        "statistics": ["add"],
+        "index": ["add"],
+        "y": [[2.0, 2.0, 2.0, 2.0]],
+    }
+
+
 def test_tls_1_2_is_the_minimum(token_server: ServerProcess, pki: Pki) -> None:
     ca = pki.authority.ca
     assert handshake(token_server.port, ca, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
