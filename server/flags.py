@@ -128,6 +128,9 @@ def _one_line(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         name = str(item["loc"][0]) if item["loc"] else ""
+        if not name:  # a rule over several settings: its message names the flags itself
+            problems.append(item["msg"].removeprefix("Value error, "))
+            continue
         where = f"{flag_name(name)} / {env_name(name)}" if name in Settings.model_fields else name
         problems.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
     return "; ".join(problems)

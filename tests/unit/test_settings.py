@@ -159,3 +159,14 @@ def test_version_is_the_distributions() -> None:
 def test_the_settings_reference_is_current() -> None:
     written = (REPO_ROOT / "docs" / "settings.md").read_text()
     assert written == settings_markdown(), "docs/settings.md is stale: run `make docs-settings`"
+
+
+def test_tls_files_go_together_and_the_error_names_the_flags() -> None:
+    with pytest.raises(SettingsError) as missing_key:
+        settings_from_flags(serve_args("--tls-cert", "server.pem"))
+    assert str(missing_key.value) == (
+        "--tls-cert and --tls-key (TENSORGATE_TLS_CERT, TENSORGATE_TLS_KEY) go together"
+    )
+    with pytest.raises(SettingsError) as ca_alone:
+        settings_from_flags(serve_args("--tls-client-ca", "ca.pem"))
+    assert str(ca_alone.value) == "--tls-client-ca (mTLS) needs --tls-cert and --tls-key"
