@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,7 +174,44 @@ def served_certificate(port: int, ca: Path) -> bytes:
     return certificate
 
 
+class Caller:
+    """Calls on a fresh connection (so each sees the current certificate) about 3 times a second,
+    under the rate limit of its token, until stopped; keeps every failure."""
+
+    def __init__(self, stack: TlsStack) -> None:
+        self.stack = stack
+        self.calls = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reload-caller")
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            with self.stack.client(self.stack.infer) as client:
+                try:
+                    client.infer("digits", {"pixels": PIXELS})
+                    self.calls += 1
+                except InferenceServerError as error:
+                    self.failures.append(str(error))
+
+    def __enter__(self) -> Caller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 def test_front_door_certificate_and_token_file_reload_without_restart(tls_stack: TlsStack) -> None:
+    with Caller(tls_stack) as caller:
+        reload_front_door(tls_stack)
+        calls = caller.calls
+        wait_until(lambda: caller.calls >= calls + 3, 30, "calls after the reloads")
+    assert caller.failures == []
+
+
+def reload_front_door(tls_stack: TlsStack) -> None:
     pids = tls_stack.up.pids()
     renewed = tls_stack.authority.issue("renewed")
     write_atomically(tls_stack.cert.key, renewed.key_pem)
