@@ -212,8 +212,11 @@ class Authenticator:
         roles: frozenset[str] | None = None
         presented = False
         if self.trust_roles_header:
+            # Envoy let the call through, so its JWT was valid; no header: the JWT had no roles
             roles = header_roles(metadata)
             presented = roles is not None
+            if roles is None and self.tokens is None:
+                roles = frozenset()
         if roles is None and self.tokens is not None:
             token = bearer_token(metadata)
             presented = presented or token is not None

@@ -278,6 +278,10 @@ def test_jwt_valid_token_maps_its_roles_claim(jwt_stack: JwtStack) -> None:
     assert jwt_stack.call(infer) == "OK"
     assert jwt_stack.call(infer, "index") == "PERMISSION_DENIED"
     assert jwt_stack.call(both, "index") == "OK"
+    # a valid JWT without the roles claim: authenticated, no role
+    roleless = claims(ISSUER, AUDIENCE, None)
+    del roleless["roles"]
+    assert jwt_stack.call(jwt_stack.key.sign(roleless)) == "PERMISSION_DENIED"
     # space-separated, as an OAuth scope claim would be
     scoped = jwt_stack.key.sign(claims(ISSUER, AUDIENCE, "infer admin"))
     assert jwt_stack.call(scoped, "index") == "OK"

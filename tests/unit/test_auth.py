@@ -94,7 +94,8 @@ def test_roles_header_is_trusted_only_when_configured(token_file: Path) -> None:
     assert check(behind_envoy, "RepositoryModelUnload", (ROLES_HEADER, "infer")) == (
         "PERMISSION_DENIED"
     )
-    assert check(behind_envoy, "ServerLive") == "UNAUTHENTICATED"
+    # through Envoy, a call without the header had a valid JWT without the roles claim
+    assert check(behind_envoy, "ServerLive") == "PERMISSION_DENIED"
     assert behind_envoy.check("/grpc.health.v1.Health/Check", ()) is None
 
 
