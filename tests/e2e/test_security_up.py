@@ -245,13 +245,31 @@ def reload_front_door(tls_stack: TlsStack) -> None:
 
 @dataclass
 class JwtStack:
+    """JWTs at an mTLS front door: callers present a client certificate of the CA, and a JWT."""
+
     up: UpProcess
     key: SigningKey
+    authority: Authority
+    client_pair: Pair
+
+    def tls(self, client_pair: Pair | None) -> TlsConfig:
+        return TlsConfig(
+            root_certificates=self.authority.ca,
+            certificate_chain=client_pair.cert if client_pair else None,
+            private_key=client_pair.key if client_pair else None,
+        )
 
     def call(
-        self, token: str | None, method: str = "infer", headers: dict[str, str] | None = None
+        self,
+        token: str | None,
+        method: str = "infer",
+        headers: dict[str, str] | None = None,
+        client_pair: Pair | bool | None = True,
     ) -> str:
-        with Client(self.up.target, token=token, timeout=20, retry=NO_RETRY) as client:
+        pair = self.client_pair if client_pair is True else client_pair or None
+        with Client(
+            self.up.target, tls=self.tls(pair), token=token, timeout=20, retry=NO_RETRY
+        ) as client:
             try:
                 if method == "infer":
                     client.infer("digits", {"pixels": PIXELS}, headers=headers)
@@ -267,9 +285,26 @@ def jwt_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JwtStack]:
     root = tmp_path_factory.mktemp("up_jwt")
     key = SigningKey("key-1")
     jwks = key.write_jwks(root / "jwks.json")
-    args = ["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE, "--jwks", str(jwks)]
+    authority = Authority(root / "pki")
+    front = authority.issue("front")
+    args = [
+        "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE, "--jwks", str(jwks),
+        "--tls-cert", str(front.cert), "--tls-key", str(front.key),
+        "--tls-client-ca", str(authority.ca),
+    ]  # fmt: skip
     with tensorgate_up(root, workers=1, args=args) as up:
-        yield JwtStack(up, key)
+        yield JwtStack(up, key, authority, authority.issue("caller", server=False))
+
+
+def test_mtls_front_door_needs_a_client_certificate_of_its_ca(
+    jwt_stack: JwtStack, tmp_path: Path
+) -> None:
+    token = jwt_stack.key.sign(claims(ISSUER, AUDIENCE, "infer"))
+    assert "(mTLS, JWT, mTLS to the workers)" in jwt_stack.up.stdout()
+    assert jwt_stack.call(token) == "OK"
+    assert jwt_stack.call(token, client_pair=None) == "UNAVAILABLE"
+    stranger = Authority(tmp_path / "other").issue("caller", server=False)
+    assert jwt_stack.call(token, client_pair=stranger) == "UNAVAILABLE"
 
 
 def test_jwt_valid_token_maps_its_roles_claim(jwt_stack: JwtStack) -> None:
@@ -311,7 +346,9 @@ def test_jwt_refused_when_expired_signed_by_another_key_or_for_another_audience(
 
 
 def test_jwt_health_stays_open(jwt_stack: JwtStack) -> None:
-    with grpc.insecure_channel(jwt_stack.up.target) as channel:
+    with tls_channel(
+        jwt_stack.up.target, jwt_stack.authority.ca, jwt_stack.client_pair, name="localhost"
+    ) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=5
         )
