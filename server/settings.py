@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     )
     trust_roles_header: bool = Field(
         False,
-        description="take roles from Envoy's verified-JWT header; only `up --jwt-*` sets it",
+        description="take roles from Envoy's verified-JWT header (needs --tls-client-ca); "
+        "`up --jwt-*` sets it",
     )
     reflection: bool = Field(True, description="gRPC reflection (needs a token when auth is on)")
 
@@ -164,4 +165,9 @@ class Settings(BaseSettings):
             )
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+        if self.trust_roles_header and self.tls_client_ca is None:
+            raise ValueError(
+                "--trust-roles-header needs --tls-client-ca: only a caller with a certificate "
+                "of that CA (Envoy) may be trusted to set roles"
+            )
         return self

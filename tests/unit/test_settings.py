@@ -170,3 +170,9 @@ def test_tls_files_go_together_and_the_error_names_the_flags() -> None:
     with pytest.raises(SettingsError) as ca_alone:
         settings_from_flags(serve_args("--tls-client-ca", "ca.pem"))
     assert str(ca_alone.value) == "--tls-client-ca (mTLS) needs --tls-cert and --tls-key"
+
+
+def test_roles_from_a_header_are_trusted_only_behind_mtls() -> None:
+    with pytest.raises(SettingsError) as error:
+        settings_from_flags(serve_args("--trust-roles-header"))
+    assert str(error.value).startswith("--trust-roles-header needs --tls-client-ca")
