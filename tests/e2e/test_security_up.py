@@ -24,7 +24,7 @@ from tensorgate.client import Client, InferenceServerError, RetryPolicy, TlsConf
 from tensorgate.server.auth import ROLES_HEADER, hash_token, new_token
 from tests.e2e.balancer_fixtures import UpProcess, tensorgate_up
 from tests.support.jwt import SigningKey, claims
-from tests.support.security import tls_channel, write_atomically
+from tests.support.security import handshake, tls_channel, write_atomically
 from tests.support.waiting import wait_until
 
 PIXELS = np.zeros((1, 64), np.float32)
@@ -89,6 +89,16 @@ def test_tls_front_door_tokens_and_roles(tls_stack: TlsStack) -> None:
     assert anonymous.value.code == grpc.StatusCode.UNAUTHENTICATED
     with tls_stack.client(tls_stack.admin) as client:
         assert "digits" in {m.name for m in client.repository_index()}
+
+
+def test_the_front_door_refuses_tls_1_1(tls_stack: TlsStack) -> None:
+    ca, port = tls_stack.authority.ca, tls_stack.up.layout.port
+    assert handshake(port, ca, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(port, ca, ssl.TLSVersion.TLSv1_1) in (
+        "UNEXPECTED_EOF_WHILE_READING",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "UNSUPPORTED_PROTOCOL",
+    )
 
 
 def test_plaintext_to_the_front_door_fails(tls_stack: TlsStack) -> None:

@@ -11,7 +11,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from tests.support.models import make_test_repository
 from tests.support.processes import REPO_ROOT, ServerProcess, serve
 from tests.support.security import (
     Tokens,
+    handshake,
     tls_channel,
     wait_until_tls_serving,
     write_atomically,
@@ -202,23 +202,6 @@ def test_tls_with_the_right_ca_and_a_token_infers(
         assert client.server_metadata().name == "tensorgate"
         assert client.model_config("add")["max_batch_size"] > 0
         assert client.model_statistics("add")[0]["name"] == "add"
-
-
-def handshake(port: int, ca: Path, version: ssl.TLSVersion) -> str:
-    """The TLS version a handshake offering only ``version`` ends with, or the server's refusal."""
-    context = ssl.create_default_context(cafile=str(ca))
-    context.check_hostname = False
-    with warnings.catch_warnings():  # offering TLS 1.1 is the point here
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.minimum_version = context.maximum_version = version
-    context.set_ciphers("ALL:@SECLEVEL=0")  # this client may offer TLS 1.1: the server decides
-    context.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        try:
-            with context.wrap_socket(raw, server_hostname=SERVER_NAME) as wrapped:
-                return str(wrapped.version())
-        except ssl.SSLError as error:
-            return str(error.reason)
 
 
 def test_async_client_over_tls_with_a_token_has_every_call(

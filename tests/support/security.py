@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,3 +82,20 @@ def wait_until_tls_serving(
         return tls_health(target, ca, client) == health_pb2.HealthCheckResponse.SERVING
 
     wait_until(serving, 60.0, f"{target} SERVING over TLS", interval=0.2)
+
+
+def handshake(port: int, ca: Path, version: ssl.TLSVersion) -> str:
+    """The TLS version a handshake offering only ``version`` ends with, or the server's refusal."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.check_hostname = False
+    with warnings.catch_warnings():  # offering TLS 1.1 is the point here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = context.maximum_version = version
+    context.set_ciphers("ALL:@SECLEVEL=0")  # this client may offer TLS 1.1: the server decides
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname=SERVER_NAME) as wrapped:
+                return str(wrapped.version())
+        except ssl.SSLError as error:
+            return str(error.reason)
