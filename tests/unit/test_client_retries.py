@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
+import grpc.aio
 import pytest
 
 from tensorgate.client import AsyncClient, Client, InferenceServerError, RetryPolicy
@@ -148,3 +149,19 @@ def test_async_client_retries_and_sends_headers(recorder: tuple[Recorder, str]) 
     assert server.attempts == 2
     assert server.metadata[0]["authorization"] == "Bearer tk"
     assert server.metadata[0]["x-call"] == "1"
+
+
+def test_async_client_on_a_channel_of_ones_own(recorder: tuple[Recorder, str]) -> None:
+    server, target = recorder
+    server.fail = False
+
+    async def run() -> tuple[bool, bool]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            async with AsyncClient(channel=channel, token="own") as client:
+                first = await client.live()
+            # closing the client left the channel open: a second client can use it
+            async with AsyncClient(channel=channel, token="own") as again:
+                return first, await again.live()
+
+    assert asyncio.run(run()) == (True, True)
+    assert [m["authorization"] for m in server.metadata] == ["Bearer own", "Bearer own"]
