@@ -70,4 +70,5 @@ def worker_security_settings(
         "tls_client_ca": pki.upstream.ca if pki else None,
         "auth_tokens": server.auth_tokens.resolve() if server.auth_tokens else None,
         "trust_roles_header": security.jwt is not None,
+        "health_port": 0,  # Envoy checks health over the worker's own (TLS) port
     }

@@ -19,7 +19,7 @@ HELP = "start N workers behind Envoy (least-request, health checks, retries) and
 #: Worker settings that ``up`` decides itself: each worker's port follows the front door's; the
 #: workers trust Envoy's roles header exactly when `up` verifies JWTs. The TLS settings given to
 #: `up` are the front door's (Envoy's); the workers get TLS only with --tls-internal.
-DECIDED_BY_UP = ("port", "workers", "metrics_port", "host", "trust_roles_header")
+DECIDED_BY_UP = ("port", "workers", "metrics_port", "host", "trust_roles_header", "health_port")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

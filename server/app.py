@@ -23,6 +23,7 @@ from tensorgate.server.interceptors import ErrorMappingInterceptor
 from tensorgate.server.metrics import CacheSizeCollector, GpuCollector, Metrics, ModelStateCollector
 from tensorgate.server.model_config import load_model_config
 from tensorgate.server.models import ModelManager, ModelState
+from tensorgate.server.probe_port import start_probe_server
 from tensorgate.server.repository import ModelRepository
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
@@ -132,6 +133,8 @@ class ServerApp:
             )
         self.port = 0
         self.metrics_port = 0
+        self.probe_server: grpc.Server | None = None
+        self.health_port = 0
 
     def _on_model_change(self, name: str, state: ModelState, version: str) -> None:
         self.health.set_model(name, state == ModelState.READY)
@@ -143,6 +146,10 @@ class ServerApp:
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
         self.server.start()
+        if self.settings.health_port:
+            self.probe_server, self.health_port = start_probe_server(
+                self.health.servicer, self.settings.host, self.settings.health_port
+            )
         if self.settings.metrics_port:
             self.metrics_port = self.metrics.serve(
                 self.settings.metrics_host, self.settings.metrics_port
@@ -177,6 +184,8 @@ class ServerApp:
         self.health.drain()
         time.sleep(self.settings.drain_seconds)
         self.server.stop(self.settings.grace_seconds).wait()
+        if self.probe_server is not None:
+            self.probe_server.stop(None)
         self.models.close_all(self.settings.grace_seconds)
         self._stream_executor.shutdown(wait=False, cancel_futures=True)
         if self.cache is not None:

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         9100, ge=0, le=65535, description="Prometheus /metrics port; 0 disables"
     )
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics")
+    health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="plaintext port with grpc.health.v1 only, for Kubernetes probes when the "
+        "gRPC port has TLS; worker i: this + i; 0: off",
+    )
     workers: int = Field(1, ge=1, description="worker processes; worker i serves port+i")
 
     # -- gRPC transport

@@ -56,10 +56,16 @@ def worker_command(
 
 
 def worker_settings(settings: Settings, index: int, port_base: int) -> Settings:
-    """Worker ``index``: gRPC on port_base + index, metrics on metrics_port + index."""
+    """Worker ``index``: gRPC on port_base + index, metrics and health probes on theirs + index."""
     metrics = settings.metrics_port + index if settings.metrics_port else 0
+    probes = settings.health_port + index if settings.health_port else 0
     return settings.model_copy(
-        update={"port": port_base + index, "metrics_port": metrics, "workers": 1}
+        update={
+            "port": port_base + index,
+            "metrics_port": metrics,
+            "health_port": probes,
+            "workers": 1,
+        }
     )
 
 

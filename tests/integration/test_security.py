@@ -29,6 +29,7 @@ from tensorgate.codec.tensors import to_raw
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from tensorgate.server.auth import hash_token
+from tensorgate.tools.probes import free_port
 from tests.support.models import make_test_repository
 from tests.support.processes import REPO_ROOT, ServerProcess, serve
 from tests.support.security import (
@@ -158,10 +159,32 @@ def token_server(
 
 
 @pytest.fixture(scope="module")
-def mtls_server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[ServerProcess]:
+def probe_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def mtls_server(
+    tmp_path_factory: pytest.TempPathFactory, pki: Pki, probe_port: int
+) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("mtls_server")
-    with tls_server(root, pki, "--no-reflection", client_ca=True) as server:
+    flags = ["--no-reflection", "--health-port", str(probe_port)]
+    with tls_server(root, pki, *flags, client_ca=True) as server:
         yield server
+
+
+def test_a_plaintext_health_port_answers_probes_and_nothing_else(
+    mtls_server: ServerProcess, probe_port: int
+) -> None:
+    """Kubernetes' gRPC probes cannot do TLS: --health-port serves grpc.health.v1 alone."""
+    with grpc.insecure_channel(f"127.0.0.1:{probe_port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as error:
+            GRPCInferenceServiceStub(channel).ServerLive(pb.ServerLiveRequest(), timeout=5)
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def secure_client(server: ServerProcess, pki: Pki, token: str | None = None) -> Client:
