@@ -18,6 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SERVER_NAME = "tensorgate-worker"
+#: How long the CA and what it issues are valid: a stack under `up` may run for months, and its
+#: CA lives only as long as the run (a restart of `up` makes a new one).
+VALIDITY = datetime.timedelta(days=365)
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,15 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
 class Authority:
     """A CA in ``directory``: ``ca.pem`` (and its key, in memory) signs what :meth:`issue` makes."""
 
-    def __init__(self, directory: Path, name: str = "tensorgate local CA") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        name: str = "tensorgate local CA",
+        validity: datetime.timedelta = VALIDITY,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
+        self.validity = validity
         self._key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         self._cert = (
@@ -66,7 +75,7 @@ class Authority:
             .public_key(self._key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(self._key, hashes.SHA256())
         )
@@ -89,7 +98,7 @@ class Authority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_after(now + self.validity)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
         if server:
