@@ -1,10 +1,10 @@
-"""Render ``k8s/envoy/envoy.json``: the balancer's kubernetes bootstrap plus a stats listener.
+"""Render ``k8s/base/envoy.json``: the balancer's kubernetes bootstrap plus a stats listener.
 
 Envoy's admin interface stays on 127.0.0.1 inside the pod. The kubelet's readiness probe and
 Prometheus need two of its pages from outside, so a second listener (``envoy-metrics``, 9902)
 forwards exactly ``/ready`` and ``/stats/prometheus`` to the admin interface, and nothing else.
 
-    python k8s/envoy/render.py            # rewrite k8s/envoy/envoy.json
+    python k8s/envoy/render.py            # rewrite k8s/base/envoy.json
     python k8s/envoy/render.py --check    # exit 1 when envoy.json differs from a fresh render
 """
 
@@ -26,7 +26,7 @@ from tensorgate.balancer.envoy_config import (
 )
 from tensorgate.balancer.settings import BalancerSettings
 
-OUTPUT = Path(__file__).with_name("envoy.json")
+OUTPUT = Path(__file__).resolve().parents[1] / "base" / "envoy.json"
 STATS_PORT = 9902
 ADMIN_CLUSTER = "envoy_admin"
 #: The admin pages reachable through the stats listener.
