@@ -12,6 +12,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tensorgate.server.commands.serve",
     "tensorgate.server.commands.infer",
     "tensorgate.server.commands.models",
+    "tensorgate.server.commands.health",
     "tensorgate.server.commands.optimize",
     "tensorgate.server.commands.bench",
     "tensorgate.server.commands.top",

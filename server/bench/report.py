@@ -99,10 +99,19 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+class PlottingUnavailable(RuntimeError):
+    """The benchmark's plot needs matplotlib, which only the ``bench`` extra installs."""
+
+
 def draw_png(report: dict[str, Any], path: Path) -> None:
     """Latency (p50 solid, p99 dashed) against throughput, one colour per target; the limit as a
-    vertical line."""
-    import matplotlib
+    vertical line. Raises :class:`PlottingUnavailable` without matplotlib (the ``bench`` extra)."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise PlottingUnavailable(
+            "no PNG: matplotlib is not installed (pip install 'tensorgate[bench]')"
+        ) from error
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

@@ -130,7 +130,12 @@ def handle(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from rich.console import Console
 
-    from tensorgate.server.bench.report import draw_png, print_report, write_json
+    from tensorgate.server.bench.report import (
+        PlottingUnavailable,
+        draw_png,
+        print_report,
+        write_json,
+    )
     from tensorgate.server.bench.runner import run_scenario
     from tensorgate.server.bench.scenario import load_scenario
 
@@ -155,8 +160,12 @@ def handle(args: argparse.Namespace) -> int:
     write_json(report, out)
     png = out.with_suffix(".png")
     if report["runs"]:
-        draw_png(report, png)
-        console.print(f"wrote {out} and {png}")
+        try:
+            draw_png(report, png)
+        except PlottingUnavailable as error:  # the table and the JSON stand without it
+            console.print(f"wrote {out}; tensorgate bench: {error}", style="yellow")
+        else:
+            console.print(f"wrote {out} and {png}")
     else:
         console.print(f"wrote {out}")
     return EXIT_OK
