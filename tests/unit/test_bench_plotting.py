@@ -11,7 +11,7 @@ def test_draw_png_without_matplotlib_raises_one_clear_line() -> None:
     code = (
         "import sys\n"
         "sys.modules['matplotlib'] = None\n"
-        "from tensorgate.server.bench.report import PlottingUnavailable, draw_png\n"
+        "from tensorgate.tools.bench.report import PlottingUnavailable, draw_png\n"
         "try:\n"
         "    draw_png({'runs': []}, None)\n"
         "except PlottingUnavailable as error:\n"

@@ -164,7 +164,7 @@ def test_health_exits_0_only_when_serving(health_server: tuple[int, health.Healt
 
 
 def test_health_of_a_port_where_nothing_listens_fails_within_its_timeout() -> None:
-    from tensorgate.server.probes import free_port
+    from tensorgate.tools.probes import free_port
 
     result = tensorgate_health("--port", str(free_port()), "--timeout", "0.5")
     assert result.returncode == 1
@@ -177,7 +177,7 @@ def test_the_health_command_imports_only_the_light_client_dependencies() -> None
         "import sys\n"
         "for name in ('pydantic', 'pydantic_settings', 'onnxruntime', 'rich', 'onnx'):\n"
         "    sys.modules[name] = None\n"
-        "import tensorgate.server.commands.health\n"
+        "import tensorgate.cli.health\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
