@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+import grpc
 from grpc_health.v1 import health_pb2
 
+from tensorgate.cli.usage import UsageError
 from tensorgate.tools.probes import health_status
 
 EXIT_SERVING, EXIT_NOT_SERVING = 0, 1
@@ -19,13 +21,41 @@ EXIT_SERVING, EXIT_NOT_SERVING = 0, 1
 
 def handle(args: argparse.Namespace) -> int:
     target = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
-    status = health_status(target, args.service, args.timeout)
+    credentials, options = tls_of(args)
+    status = health_status(target, args.service, args.timeout, credentials, options)
     if status is None:
         answer = f"no status within {args.timeout:g} s (not listening, or unknown service)"
     else:
         answer = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
     sys.stderr.write(f"{target} service {args.service!r}: {answer}\n")
     return EXIT_SERVING if status == health_pb2.HealthCheckResponse.SERVING else EXIT_NOT_SERVING
+
+
+def tls_of(
+    args: argparse.Namespace,
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, str]]]:
+    """TLS credentials from the --tls-* flags (none: plaintext), and the name to verify."""
+    if not (args.tls_ca or args.tls_cert or args.tls_key):
+        return None, []
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as file:
+                return file.read()
+        except OSError as error:
+            raise UsageError(f"cannot read {path}: {error.strerror}") from error
+
+    credentials = grpc.ssl_channel_credentials(
+        read(args.tls_ca), read(args.tls_key), read(args.tls_cert)
+    )
+    options = (
+        [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    )
+    return credentials, options
 
 
 def positive(text: str) -> float:
@@ -49,4 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--timeout", type=positive, default=3.0, help="deadline of the check, seconds (default 3)"
     )
+    tls = parser.add_argument_group("TLS (a worker serving with --tls-cert)")
+    tls.add_argument("--tls-ca", metavar="FILE", help="CA certificates to verify the server with")
+    tls.add_argument("--tls-cert", metavar="FILE", help="client certificate, for mTLS")
+    tls.add_argument("--tls-key", metavar="FILE", help="client private key, for mTLS")
+    tls.add_argument("--tls-server-name", metavar="NAME", help="name to verify instead of --host's")
     parser.set_defaults(func=handle)

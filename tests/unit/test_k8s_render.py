@@ -73,6 +73,7 @@ def test_the_layout_has_the_overlays_and_components_a_team_composes() -> None:
         "prometheus-operator",
         "queue-autoscaling",
         "network-policy",
+        "tls",
     }
 
 
