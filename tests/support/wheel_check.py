@@ -59,7 +59,9 @@ def main(bin_dir: Path) -> int:
             np.save(pixels, np.zeros((2, 64), dtype=np.float32))
             done = run(tensorgate, "infer", "digits", "--input", f"pixels={pixels}", "--target", server.target)  # fmt: skip
             expect(done, 0, "label int64 [2]")
-    print("wheel-check: --help, --version, models, health and infer work from the client-only wheel")
+    print(
+        "wheel-check: --help, --version, models, health and infer work from the client-only wheel"
+    )
     return 0
 
 
