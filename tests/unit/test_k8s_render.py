@@ -89,6 +89,15 @@ def test_every_overlay_and_combination_of_components_renders(
     assert ("PrometheusRule" in kinds) == ("prometheus-operator" in components)
     for manifest in objects:
         assert "namespace" not in manifest["metadata"], manifest["metadata"]["name"]
+    # Envoy's ConfigMap carries the bootstrap that Envoy validates (test_k8s_manifests, test_k8s_tls)
+    (config,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("envoy-config")
+    ]
+    source = K8S / ("components/tls" if "tls" in components else "base")
+    for name, text in config["data"].items():
+        assert json.loads(text) == json.loads((source / name).read_text()), name
     # the HPA alone sets the number of workers: a `replicas` field would fight it on every apply
     workers = find(objects, "Deployment", "tensorgate-worker")
     assert ("replicas" in workers["spec"]) == ("queue-autoscaling" not in components)
