@@ -22,10 +22,11 @@ import numpy as np
 
 def trial(model_dir: Path, warmup: bool, steady: int) -> dict[str, float]:
     """One load, optional warmup, one timed first request and ``steady`` more; times in ms."""
+    from tensorgate.server.inputs import random_feed
     from tensorgate.server.model_config import load_model_config
-    from tensorgate.server.optimize.inputs import random_feed, session_specs
     from tensorgate.server.sessions import create_session
     from tensorgate.server.settings import Settings
+    from tensorgate.server.tensors import session_specs
     from tensorgate.server.warmup import warm_up
 
     config = load_model_config(model_dir)

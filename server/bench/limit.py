@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from tensorgate.server.optimize.inputs import batch_size_for, random_feed, session_specs
+from tensorgate.server.inputs import batch_size_for, random_feed
 from tensorgate.server.repository import ModelLocation
 from tensorgate.server.sessions import create_session
 from tensorgate.server.settings import Settings
+from tensorgate.server.tensors import session_specs
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 WARMUP_RUNS = 3

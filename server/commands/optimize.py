@@ -88,7 +88,7 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
     from tqdm import tqdm
 
-    from tensorgate.server.optimize.errors import OptimizeError
+    from tensorgate.server.inputs import InputError
     from tensorgate.server.optimize.pipeline import OptimizeRequest, optimize_model
     from tensorgate.server.optimize.report import table
     from tensorgate.server.settings import Settings
@@ -115,7 +115,7 @@ def handle(args: argparse.Namespace) -> int:
 
     try:
         result = optimize_model(request, progress)
-    except OptimizeError as exc:
+    except InputError as exc:  # OptimizeError too
         print(f"tensorgate optimize: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxruntime.quantization import CalibrationDataReader
 
-from tensorgate.server.optimize.inputs import Feed, chunks
+from tensorgate.server.inputs import Feed, chunks
 
 #: Rows per calibration run; the min/max calibrator only collects ranges, so any size works.
 CALIBRATION_BATCH = 32

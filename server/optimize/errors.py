@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import grpc
-
-from tensorgate.server.errors import TensorgateError
+from tensorgate.server.inputs import InputError
 
 
-class OptimizeError(TensorgateError):
-    """Bad arguments or inputs: a missing model, a file of the wrong shape, a malformed criterion."""
+class OptimizeError(InputError):
+    """Bad arguments or inputs: a missing model, a file of the wrong shape, a malformed criterion.
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    Errors of the inputs themselves (``InputError``, from ``tensorgate.server.inputs``) are its
+    base: the command reports both alike."""
+
     reason = "optimize"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tensorgate.server.optimize.inputs import Feed, rows
+from tensorgate.server.inputs import Feed, rows
 
 Run = Callable[[Feed], object]
 

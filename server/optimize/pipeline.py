@@ -18,22 +18,21 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from tensorgate.server.model_config import ModelConfig, load_model_config
-from tensorgate.server.optimize import accept, agreement, promote, report
-from tensorgate.server.optimize.errors import OptimizeError
-from tensorgate.server.optimize.inputs import (
+from tensorgate.server.inputs import (
     Feed,
-    TensorSpec,
     batch_size_for,
     load_feed,
     random_feed,
     rows,
-    session_specs,
     take_rows,
 )
+from tensorgate.server.model_config import ModelConfig, load_model_config
+from tensorgate.server.optimize import accept, agreement, promote, report
+from tensorgate.server.optimize.errors import OptimizeError
 from tensorgate.server.optimize.measure import measure_speed
 from tensorgate.server.optimize.variants import VARIANTS, applicable_variants, resolve_variants
 from tensorgate.server.sessions import create_session
+from tensorgate.server.tensors import TensorSpec, session_specs
 
 logger = logging.getLogger(__name__)
 

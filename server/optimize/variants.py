@@ -27,8 +27,8 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
+from tensorgate.server.inputs import Feed
 from tensorgate.server.optimize.errors import OptimizeError
-from tensorgate.server.optimize.inputs import Feed
 
 logger = logging.getLogger(__name__)
 

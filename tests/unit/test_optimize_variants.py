@@ -13,18 +13,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tensorgate.server.optimize.agreement import compare
 from tensorgate.server.optimize.errors import OptimizeError
-from tensorgate.server.optimize.inputs import TensorSpec
 from tensorgate.server.optimize.variants import (
     ALL_VARIANTS,
     VARIANTS,
     applicable_variants,
     resolve_variants,
 )
+from tensorgate.server.tensors import TensorSpec
 
 FEATURES, HIDDEN, CLASSES = 16, 64, 5
 OUTPUTS = [
-    TensorSpec("label", np.dtype(np.int64), (None,)),
-    TensorSpec("probabilities", np.dtype(np.float32), (None, CLASSES)),
+    TensorSpec("label", "INT64", (-1,)),
+    TensorSpec("probabilities", "FP32", (-1, CLASSES)),
 ]
 #: The documented tolerances (docs/optimization.md, "Tolerances").
 GRAPH_MAX_ABS_DIFF = 1e-5
