@@ -300,14 +300,5 @@ def worker_environment(workers: int) -> dict[str, str]:
     """This process's environment for a worker: one process each, and cores shared between them."""
     env = dict(os.environ)
     env["TENSORGATE_WORKERS"] = "1"
-    if "TENSORGATE_INTRA_OP_THREADS" not in env:
-        env["TENSORGATE_INTRA_OP_THREADS"] = str(max(1, usable_cores() // workers))
+    env["TENSORGATE_HOST_WORKERS"] = str(workers)  # intra-op threads 0: the cores shared
     return env
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

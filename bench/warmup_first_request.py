@@ -37,7 +37,7 @@ def trial(model_dir: Path, warmup: bool, steady: int) -> dict[str, float]:
         model_dir / str(version) / "model.onnx",
         model_dir.name,
         config.session,
-        settings.intra_op_threads,
+        settings.worker_intra_op_threads,
         settings.inter_op_threads,
     )
     load_ms = (time.perf_counter() - started) * 1e3

@@ -80,7 +80,7 @@ def measure_limit(
         location.path,
         location.name,
         location.config.session,
-        settings.intra_op_threads,
+        settings.worker_intra_op_threads,
         settings.inter_op_threads,
     )
     inputs, _ = session_specs(session)

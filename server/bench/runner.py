@@ -112,7 +112,7 @@ def payload_from_repository(plan: Scenario) -> PayloadSpec:
         location.path,
         location.name,
         location.config.session,
-        settings.intra_op_threads,
+        settings.worker_intra_op_threads,
         settings.inter_op_threads,
     )
     return _payload(plan, tuple(TensorSpec.from_ort(node) for node in session.get_inputs()))
@@ -215,7 +215,7 @@ class Runner:
             "batches": [b.as_dict() for b in batches],
             "best": best.as_dict(),
             "max_batch_size": location.config.max_batch_size,
-            "intra_op_threads": settings.intra_op_threads,
+            "intra_op_threads": settings.worker_intra_op_threads,
             "inter_op_threads": settings.inter_op_threads,
         }
 

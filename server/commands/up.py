@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tensorgate.balancer.envoy import EnvoyNotFound, envoy_binary
 from tensorgate.balancer.ports import PortLayout, busy_ports
-from tensorgate.balancer.supervisor import StackConfig, Supervisor, usable_cores
-from tensorgate.server.settings import Settings
+from tensorgate.balancer.supervisor import StackConfig, Supervisor
+from tensorgate.server.settings import Settings, usable_cores
 
 HELP = "start N workers behind Envoy (least-request, health checks, retries) and supervise them"
 
