@@ -1,4 +1,5 @@
-"""``tensorgate bench`` end to end: real servers, the echo floor and the in-process limit, briefly.
+"""``tensorgate bench`` end to end: real servers, the echo floor, the thin servers and the
+in-process limit, briefly.
 
 The figures themselves depend on the machine; these tests check what a user reads: the fields of
 the JSON, no failed request, positive throughput and CPU, the ratios, the PNG and the table.
@@ -39,7 +40,7 @@ def assert_healthy_run(run: dict[str, Any]) -> None:
     assert run["generator_cpu_us_per_request"] > 0
 
 
-def test_serve_echo_and_limit(tmp_path: Path) -> None:
+def test_serve_echo_thin_and_limit(tmp_path: Path) -> None:
     out = tmp_path / "digits.json"
     completed = bench(
         "--serve",
@@ -55,6 +56,7 @@ def test_serve_echo_and_limit(tmp_path: Path) -> None:
         "--warmup",
         "0.3",
         "--echo",
+        "--thin",
         "--limit",
         "--limit-batches",
         "1,4",
@@ -71,7 +73,8 @@ def test_serve_echo_and_limit(tmp_path: Path) -> None:
     assert report["limit"]["best"]["batch_size"] in (1, 4)
 
     runs = {(r["target"], r["concurrency"]): r for r in report["runs"]}
-    assert set(runs) == {("server", 1), ("server", 4), ("echo", 1), ("echo", 4)}
+    targets = ("server", "echo", "thin-threads", "thin-aio")
+    assert set(runs) == {(t, c) for t in targets for c in (1, 4)}
     for (target, _), run in runs.items():
         assert_healthy_run(run)
         assert run["server_cpu_us_per_request"] > 0
@@ -82,12 +85,17 @@ def test_serve_echo_and_limit(tmp_path: Path) -> None:
             assert ratios["throughput_vs_echo"] > 0
             assert ratios["p50_minus_echo_ms"] is not None
             assert ratios["server_cpu_minus_echo_us"] is not None
-        else:
-            assert run["mean_batch_size"] is None  # the echo server keeps no statistics
+            assert ratios["throughput_vs_thin"] > 0
+            assert ratios["server_cpu_minus_thin_us"] is not None
+            assert ratios["p50_minus_thin_ms"] is not None
+            assert run["thin_reference"] in ("thin-threads", "thin-aio")
+        else:  # the echo and thin servers keep no statistics
+            assert run["mean_batch_size"] is None
 
     assert out.with_suffix(".png").read_bytes().startswith(PNG_MAGIC)
     assert "digits: latency in ms" in completed.stdout
     assert "in-process limit" in completed.stdout
+    assert "x thin" in completed.stdout and "thin-aio" in completed.stdout
 
 
 def test_open_loop_against_a_running_server(tmp_path: Path) -> None:
