@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tensorgate.server.bench.runner import run_scenario
+from tensorgate.server.bench.scenario import Scenario
 from tests.support.processes import EXAMPLE_MODELS, REPO_ROOT, serve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -124,3 +126,32 @@ def test_open_loop_against_a_running_server(tmp_path: Path) -> None:
     assert run["server_cpu_us_per_request"] > 0
     assert run["send_lag_p99_ms"] is not None
     assert out.with_suffix(".png").is_file()
+
+
+#: the target is 1.5x; the margin absorbs a busy machine
+BATCHING_MARGIN = 1.15
+
+
+def test_batching_on_against_off_on_mlp_at_concurrency_64() -> None:
+    """Side by side in one run: two workers on the overhead-bound mlp, cache off, one with dynamic
+    batching and one without, loaded in turn twice (each keeps its best) at concurrency 64."""
+    plan = Scenario.model_validate(
+        {
+            "model": "mlp",
+            "model_repository": str(EXAMPLE_MODELS),
+            "serve": True,
+            "concurrency": [64],
+            "duration": 2.0,
+            "warmup": 0.5,
+            "servers": [
+                {"label": "on", "server_args": ["--no-cache"]},
+                {"label": "off", "server_args": ["--no-cache"], "batching": False},
+            ],
+        }
+    )
+    best = {"on": 0.0, "off": 0.0}
+    for _ in range(2):
+        for run in run_scenario(plan, show_progress=False)["runs"]:
+            assert_healthy_run(run)
+            best[run["target"]] = max(best[run["target"]], run["throughput_rps"])
+    assert best["on"] >= BATCHING_MARGIN * best["off"], best
