@@ -7,7 +7,8 @@ on its warmup inputs with each setting, alternately, each run followed by ``GAP_
 as a request's own handling would be (that is when idle pool threads spin), and spinning is kept
 only when a run's wall time plus the process's CPU time is at least ``MARGIN`` lower with it. A model's
 ``session.allow_spinning`` in config.toml forces the setting; one intra-op thread has no pool to
-spin, and a server without warmup does not measure: both leave spinning off.
+spin, and a server or model without warmup (or without inputs to make up) does not measure: all
+leave spinning off.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorgate.server.inputs import rows
+from tensorgate.server.inputs import can_randomize, rows
 from tensorgate.server.model_config import SessionConfig, WarmupConfig
 from tensorgate.server.repository import ModelLocation
 from tensorgate.server.sessions import create_session
@@ -122,10 +123,28 @@ def decide_spinning(
         )
         return config
     intra = config.intra_op_threads if config.intra_op_threads is not None else intra_op_threads
-    if intra == 1 or warmup is None:
-        why = "one intra-op thread" if intra == 1 else "warmup off, not measured"
-        log.info("model %s: ONNX Runtime spinning off (%s)", model_name, why)
-        return config.model_copy(update={"allow_spinning": False})
+    why = None
+    if intra == 1:
+        why = "one intra-op thread"
+    elif warmup is None or warmup.count == 0:
+        why = "warmup off, not measured"
+    if why is None:
+        return _measured(
+            path, model_name, config, intra_op_threads, inter_op_threads, warmup, model_dir
+        )
+    log.info("model %s: ONNX Runtime spinning off (%s)", model_name, why)
+    return config.model_copy(update={"allow_spinning": False})
+
+
+def _measured(
+    path: Path,
+    model_name: str,
+    config: SessionConfig,
+    intra_op_threads: int,
+    inter_op_threads: int,
+    warmup: WarmupConfig,
+    model_dir: Path | None,
+) -> SessionConfig:
     sessions = {
         flag: create_session(
             path,
@@ -137,6 +156,9 @@ def decide_spinning(
         for flag in (False, True)
     }
     inputs = [TensorSpec.from_ort(node) for node in sessions[False].get_inputs()]
+    if warmup.file is None and not all(can_randomize(spec) for spec in inputs):
+        log.info("model %s: ONNX Runtime spinning off (no inputs to measure with)", model_name)
+        return config.model_copy(update={"allow_spinning": False})
     # the largest warmup batch: what a loaded server runs most of its time
     feed = max(representative_inputs(inputs, warmup, model_dir), key=rows)
     costs = measure(sessions, feed)

@@ -58,7 +58,9 @@ def test_no_spinning_without_a_pool_or_without_warmup(
     with caplog.at_level(logging.INFO, logger="tensorgate.server.spinning"):
         one_thread = decide_spinning(model, "m", SessionConfig(), 1, 1, WarmupConfig())
         no_warmup = decide_spinning(model, "m", SessionConfig(), 2, 1, None)
+        no_runs = decide_spinning(model, "m", SessionConfig(), 2, 1, WarmupConfig(count=0))
     assert one_thread.allow_spinning is False and no_warmup.allow_spinning is False
+    assert no_runs.allow_spinning is False
     assert "spinning off (one intra-op thread)" in caplog.text
     assert "spinning off (warmup off, not measured)" in caplog.text
 
@@ -87,3 +89,24 @@ def test_the_parent_tells_each_worker_how_many_share_the_host() -> None:
     assert worker_settings(parent, 1, 9000).host_workers == 3
     assert worker_settings(parent, 1, 9000).workers == 1
     assert worker_environment(4)["TENSORGATE_HOST_WORKERS"] == "4"
+
+
+def test_a_model_whose_inputs_cannot_be_made_up_is_not_measured(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["same"])],
+        "strings",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["batch"])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["batch"])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "strings.onnx"
+    onnx.save(proto, str(path))
+
+    with caplog.at_level(logging.INFO, logger="tensorgate.server.spinning"):
+        decided = decide_spinning(path, "s", SessionConfig(), 2, 1, WarmupConfig())
+
+    assert decided.allow_spinning is False
+    assert "spinning off (no inputs to measure with)" in caplog.text
