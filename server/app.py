@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto import inference_pb2_grpc
 from tensorgate.server.cache import ResponseCache
+from tensorgate.server.dataplane import InferenceService
 from tensorgate.server.errors import TensorgateError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.health import Health
@@ -22,7 +23,6 @@ from tensorgate.server.metrics import CacheSizeCollector, GpuCollector, Metrics,
 from tensorgate.server.model_config import load_model_config
 from tensorgate.server.models import ModelManager, ModelState
 from tensorgate.server.repository import ModelRepository
-from tensorgate.server.service import InferenceService
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
 from tensorgate.server.tracing import Tracing

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorgate.client._codec import dtype_of
+from tensorgate.codec.tensors import dtype_of
 
 #: ONNX Runtime's type strings -> OIP datatypes, for every type ONNX Runtime takes through numpy.
 #: The only table of ONNX types: numpy dtypes follow from the OIP datatype.

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tensorgate.server.bench.runner import run_scenario
-from tensorgate.server.bench.scenario import Scenario
+from tensorgate.tools.bench.runner import run_scenario
+from tensorgate.tools.bench.scenario import Scenario
 from tests.support.processes import EXAMPLE_MODELS, REPO_ROOT, serve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,7 +23,7 @@ PERCENTILES = ("p50", "p90", "p99", "p99_9")
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "tensorgate.server.cli", "bench", "--no-progress", *args]
+    command = [sys.executable, "-m", "tensorgate.cli.main", "bench", "--no-progress", *args]
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=REPO_ROOT
     )

@@ -8,7 +8,7 @@ from types import ModuleType
 
 from tests.support.processes import REPO_ROOT
 
-BENCHMARKS = REPO_ROOT / "bench"
+BENCHMARKS = REPO_ROOT / "benchmarks"
 
 
 def load_script(name: str) -> ModuleType:

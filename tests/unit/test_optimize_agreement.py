@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensorgate.server.optimize.agreement import (
+from tensorgate.server.tensors import TensorSpec
+from tensorgate.tools.optimize.agreement import (
     accuracy,
     classifier_output,
     compare,
@@ -12,7 +13,6 @@ from tensorgate.server.optimize.agreement import (
     predictions,
     run_all,
 )
-from tensorgate.server.tensors import TensorSpec
 
 F32, I64 = "FP32", "INT64"
 LABEL = TensorSpec("label", I64, (-1,))

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tensorgate.server.bench.summary import add_ratios
+from tensorgate.tools.bench.summary import add_ratios
 from tests.support.scripts import load_script
 
 targets = load_script("request_path_targets")
@@ -98,7 +98,7 @@ def test_a_target_without_its_runs_is_not_measured_rather_than_failed() -> None:
 
 @pytest.mark.parametrize("core", ["threads", "aio", None])
 def test_every_scenario_is_valid_and_cache_off_except_the_cache_run(core: str | None) -> None:
-    from tensorgate.server.bench.scenario import Scenario
+    from tensorgate.tools.bench.scenario import Scenario
 
     plans = targets.scenarios(targets.Path("examples/models"), targets.Path("/tmp/c"), 1, 0.5, core)
     for model, document in plans.items():

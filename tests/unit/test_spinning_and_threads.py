@@ -9,7 +9,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tensorgate.balancer.supervisor import worker_environment
 from tensorgate.server.model_config import SessionConfig, WarmupConfig
 from tensorgate.server.settings import Settings, usable_cores
 from tensorgate.server.spinning import RunCost, decide_spinning, faster_with_spinning
@@ -88,7 +87,6 @@ def test_the_parent_tells_each_worker_how_many_share_the_host() -> None:
     parent = Settings(workers=3, port=9000)
     assert worker_settings(parent, 1, 9000).host_workers == 3
     assert worker_settings(parent, 1, 9000).workers == 1
-    assert worker_environment(4)["TENSORGATE_HOST_WORKERS"] == "4"
 
 
 def test_a_model_whose_inputs_cannot_be_made_up_is_not_measured(
