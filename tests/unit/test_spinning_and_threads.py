@@ -9,6 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from tensorgate.balancer.ports import PortLayout
+from tensorgate.balancer.supervisor import StackConfig, Supervisor
 from tensorgate.server.model_config import SessionConfig, WarmupConfig
 from tensorgate.server.settings import Settings, usable_cores
 from tensorgate.server.spinning import RunCost, decide_spinning, faster_with_spinning
@@ -108,3 +110,13 @@ def test_a_model_whose_inputs_cannot_be_made_up_is_not_measured(
 
     assert decided.allow_spinning is False
     assert "spinning off (no inputs to measure with)" in caplog.text
+
+
+def test_up_tells_each_worker_how_many_share_the_host(tmp_path: Path) -> None:
+    layout = PortLayout(port=20000, admin_port=20100, metrics_port=0, workers=3)
+    config = StackConfig.build(tmp_path, layout, Settings())
+
+    envs = [slot.child.env or {} for slot in Supervisor(config).workers]
+
+    assert [env["TENSORGATE_HOST_WORKERS"] for env in envs] == ["3", "3", "3"]
+    assert all(env["TENSORGATE_INTRA_OP_THREADS"] == "0" for env in envs)  # 0: the share
