@@ -17,6 +17,7 @@ from tensorgate.server.inputs import batch_size_for, random_feed
 from tensorgate.server.repository import ModelLocation
 from tensorgate.server.sessions import create_session
 from tensorgate.server.settings import Settings
+from tensorgate.server.spinning import session_config_for
 from tensorgate.server.tensors import session_specs
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -79,7 +80,7 @@ def measure_limit(
     session = create_session(
         location.path,
         location.name,
-        location.config.session,
+        session_config_for(location, settings),  # spinning decided as the worker decides it
         settings.worker_intra_op_threads,
         settings.inter_op_threads,
     )
