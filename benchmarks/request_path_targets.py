@@ -14,7 +14,7 @@ One ``tensorgate serve`` worker at a time, cache off unless stated, beside the t
 Run from the repository root, on a quiet machine (every figure is noisy on a busy one)::
 
     python benchmarks/request_path_targets.py                   # about 5 minutes
-    python benchmarks/request_path_targets.py --quick           # about 1.5 minutes, rougher
+    python benchmarks/request_path_targets.py --quick           # about 3 minutes, rougher
     python benchmarks/request_path_targets.py --grpc-core aio   # pass the server's core (compared
                                                            # with the thin server on the same)
 
