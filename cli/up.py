@@ -11,15 +11,24 @@ from tensorgate.balancer.envoy import EnvoyNotFound, envoy_binary
 from tensorgate.balancer.ports import PortLayout, busy_ports
 from tensorgate.balancer.security import StackSecurity
 from tensorgate.balancer.settings import JwtProvider
-from tensorgate.balancer.supervisor import StackConfig, Supervisor, usable_cores
+from tensorgate.balancer.supervisor import StackConfig, Supervisor
 from tensorgate.server.flags import add_settings_flags, settings_from_flags
+from tensorgate.server.settings import usable_cores
 from tensorgate.server.tls import TlsFileError
 
 HELP = "start N workers behind Envoy (least-request, health checks, retries) and supervise them"
 #: Worker settings that ``up`` decides itself: each worker's port follows the front door's; the
 #: workers trust Envoy's roles header exactly when `up` verifies JWTs. The TLS settings given to
 #: `up` are the front door's (Envoy's); the workers get TLS only with --tls-internal.
-DECIDED_BY_UP = ("port", "workers", "metrics_port", "host", "trust_roles_header", "health_port")
+DECIDED_BY_UP = (
+    "port",
+    "workers",
+    "metrics_port",
+    "host",
+    "host_workers",
+    "trust_roles_header",
+    "health_port",
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

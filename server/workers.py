@@ -65,6 +65,7 @@ def worker_settings(settings: Settings, index: int, port_base: int) -> Settings:
             "metrics_port": metrics,
             "health_port": probes,
             "workers": 1,
+            "host_workers": settings.workers,
         }
     )
 
