@@ -7,32 +7,33 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
-from tensorgate.proto import inference_pb2 as pb
-from tensorgate.proto import inference_pb2_grpc
 from tensorgate.server.cache import ResponseCache
+from tensorgate.server.dataplane import DataPlane
 from tensorgate.server.errors import TensorgateError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.health import Health
-from tensorgate.server.interceptors import ErrorMappingInterceptor
 from tensorgate.server.metrics import CacheSizeCollector, GpuCollector, Metrics, ModelStateCollector
 from tensorgate.server.model_config import load_model_config
 from tensorgate.server.models import ModelManager, ModelState
 from tensorgate.server.repository import ModelRepository
-from tensorgate.server.service import InferenceService
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
+from tensorgate.server.streams import RequestSlots
 from tensorgate.server.tracing import Tracing
-from tensorgate.server.transport import server_options
+from tensorgate.server.transport import (
+    AioCore,
+    EventLoop,
+    ThreadCore,
+    create_aio_server,
+    create_thread_server,
+)
 
 log = logging.getLogger(__name__)
 
 #: RPCs that may wait at once beyond the batches themselves: what "no request fails up to a
-#: concurrency of 256" needs, since every waiting RPC holds a handler thread.
+#: concurrency of 256" needs, since every waiting RPC holds a handler thread (threads core).
 CONCURRENCY_HEADROOM = 256
+#: threads that wait for the answers of stream requests (threads core)
 STREAM_THREADS = 64
 
 
@@ -53,7 +54,8 @@ class ServerApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.health = Health()
+        self._events = EventLoop() if settings.grpc_core == "aio" else None
+        self.health = Health(self._events.loop if self._events is not None else None)
         self.ready = threading.Event()
         self.repository = ModelRepository(settings.model_repository)
         self.metrics = Metrics()
@@ -75,7 +77,7 @@ class ServerApp:
             self.metrics.registry.register(
                 CacheSizeCollector(lambda: cache.memory_bytes, cache.disk_bytes)
             )
-        self.service = InferenceService(
+        self.dataplane = DataPlane(
             self.models,
             FaultInjector(settings.fault_latency_ms, settings.fault_error_rate),
             self.cache,
@@ -84,40 +86,47 @@ class ServerApp:
         self.threads = handler_threads(settings, self.repository)
         self.max_concurrent_rpcs = settings.max_concurrent_rpcs or self.threads
         self._stream_executor = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="stream")
-        self.server = grpc.server(
-            ThreadPoolExecutor(self.threads, thread_name_prefix="grpc-handler"),
-            interceptors=[ErrorMappingInterceptor()],
-            options=server_options(settings.max_message_bytes),
-            maximum_concurrent_rpcs=self.max_concurrent_rpcs,
+        self.servicer = InferenceServicer(
+            self.dataplane,
+            self.ready,
+            self.metrics,
+            self.tracing,
+            RequestSlots(self.max_concurrent_rpcs),
+            self._stream_executor,
         )
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(
-                self.service, self._stream_executor, self.ready, self.metrics, self.tracing
-            ),
-            self.server,
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
-        reflection.enable_server_reflection(
-            (
-                pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
-        )
-        self.port = 0
+        address = f"{settings.host}:{settings.port}"
+        self.core: ThreadCore | AioCore
+        if self._events is not None:
+            self.core = AioCore(
+                self._events,
+                lambda: create_aio_server(
+                    self.servicer,
+                    self.health,
+                    address,
+                    max_concurrent_rpcs=self.max_concurrent_rpcs,
+                    max_message_bytes=settings.max_message_bytes,
+                ),
+            )
+        else:
+            self.core = ThreadCore(
+                lambda: create_thread_server(
+                    self.servicer,
+                    self.health,
+                    address,
+                    threads=self.threads,
+                    max_concurrent_rpcs=self.max_concurrent_rpcs,
+                    max_message_bytes=settings.max_message_bytes,
+                )
+            )
+        self.port = self.core.port
         self.metrics_port = 0
 
     def _on_model_change(self, name: str, state: ModelState, version: str) -> None:
         self.health.set_model(name, state == ModelState.READY)
 
     def start(self) -> int:
-        """Binds, serves (NOT_SERVING until the models are loaded), loads the models; returns the port."""
-        address = f"{self.settings.host}:{self.settings.port}"
-        self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"cannot bind {address}")
-        self.server.start()
+        """Serves (NOT_SERVING until the models are loaded), loads the models; returns the port."""
+        self.core.start()
         if self.settings.metrics_port:
             self.metrics_port = self.metrics.serve(
                 self.settings.metrics_host, self.settings.metrics_port
@@ -135,11 +144,14 @@ class ServerApp:
         self.ready.set()
         self.health.set_server(True)
         log.info(
-            "serving %d model(s) on %s:%d (%d handler threads, max %d concurrent RPCs)",
+            "serving %d model(s) on %s:%d (gRPC core %s, %s, max %d concurrent RPCs)",
             len(names),
             self.settings.host,
             self.port,
-            self.threads,
+            self.settings.grpc_core,
+            "one event loop"
+            if self.settings.grpc_core == "aio"
+            else f"{self.threads} handler threads",
             self.max_concurrent_rpcs,
         )
         return self.port
@@ -151,7 +163,7 @@ class ServerApp:
         self.ready.clear()
         self.health.drain()
         time.sleep(self.settings.drain_seconds)
-        self.server.stop(self.settings.grace_seconds).wait()
+        self.core.stop(self.settings.grace_seconds)
         self.models.close_all(self.settings.grace_seconds)
         self._stream_executor.shutdown(wait=False, cancel_futures=True)
         if self.cache is not None:
@@ -161,4 +173,4 @@ class ServerApp:
         log.info("stopped")
 
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        self.core.wait()

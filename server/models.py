@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from tensorgate.server.batching import BatchObserver, DynamicBatcher, Feed, Runner
+from tensorgate.server.batching import (
+    BatchEvent,
+    BatchObserver,
+    BatchRequest,
+    DynamicBatcher,
+    Feed,
+    Runner,
+)
 from tensorgate.server.errors import ModelNotFoundError, ModelUnavailableError, TensorgateError
 from tensorgate.server.model_config import ModelConfig
 from tensorgate.server.repository import ModelLocation, ModelRepository, file_digest
-from tensorgate.server.sessions import CUDA, create_session
+from tensorgate.server.sessions import create_session, make_runner
 from tensorgate.server.settings import Settings
 from tensorgate.server.stats import ModelStats
 from tensorgate.server.tensors import TensorSpec
@@ -34,37 +38,6 @@ class ModelState(enum.StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
-def _session_runner(session: Any, all_outputs: tuple[str, ...]) -> Runner:
-    def run(feed: Feed, outputs: tuple[str, ...]) -> Feed:
-        names = list(outputs or all_outputs)
-        return dict(zip(names, session.run(names, feed), strict=True))
-
-    return run
-
-
-def _io_binding_runner(session: Any, all_outputs: tuple[str, ...]) -> Runner:
-    """On CUDA: inputs bound from host memory, outputs allocated by ONNX Runtime and copied back
-    once, without the per-run staging copies of ``session.run``. Unmeasured here (no GPU host)."""
-
-    def run(feed: Feed, outputs: tuple[str, ...]) -> Feed:
-        names = list(outputs or all_outputs)
-        binding = session.io_binding()
-        for name, array in feed.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        for name in names:
-            binding.bind_output(name, "cpu")
-        session.run_with_iobinding(binding)
-        return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
-
-    return run
-
-
-def make_runner(session: Any, all_outputs: tuple[str, ...], io_binding: bool) -> Runner:
-    if io_binding and session.get_providers()[0] == CUDA:
-        return _io_binding_runner(session, all_outputs)
-    return _session_runner(session, all_outputs)
-
-
 class _Observers:
     """Fans batcher events out to every observer (statistics, metrics, tracing)."""
 
@@ -74,15 +47,9 @@ class _Observers:
     def add(self, observer: BatchObserver) -> None:
         self._observers = (*self._observers, observer)
 
-    def on_batch(
-        self,
-        batch_size: int,
-        queue_seconds: Sequence[float],
-        compute_seconds: float,
-        trace_contexts: Sequence[object],
-    ) -> None:
+    def on_batch(self, event: BatchEvent) -> None:
         for observer in self._observers:
-            observer.on_batch(batch_size, queue_seconds, compute_seconds, trace_contexts)
+            observer.on_batch(event)
 
     def on_reject(self, reason: str) -> None:
         for observer in self._observers:
@@ -114,8 +81,11 @@ class ServedModel:
         outputs: tuple[str, ...],
         deadline: float | None,
         trace_context: object | None = None,
-    ) -> Future[Feed]:
-        return self.batcher.submit(inputs, outputs, deadline=deadline, trace_context=trace_context)
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> BatchRequest:
+        return self.batcher.submit(
+            inputs, outputs, deadline=deadline, trace_context=trace_context, loop=loop
+        )
 
     def close(self, timeout: float) -> None:
         self.batcher.close(timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="worker processes; worker i serves port+i")
 
     # -- gRPC transport
+    grpc_core: Literal["aio", "threads"] = Field(
+        "aio",
+        description="aio: grpc.aio, one event loop, no thread per call; threads: grpcio's thread pool",
+    )
     grpc_threads: int | None = Field(
         None, ge=1, description="handler pool size; None: sized from the batching settings"
     )

@@ -23,7 +23,16 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0: off)")
     parser.add_argument("--workers", type=int, help="worker processes (default 1)")
-    parser.add_argument("--grpc-threads", type=int, help="handler threads (default: from batching)")
+    parser.add_argument(
+        "--grpc-core",
+        choices=("aio", "threads"),
+        help="gRPC core: aio (grpc.aio event loop, the default) or threads (grpcio's thread pool)",
+    )
+    parser.add_argument(
+        "--grpc-threads",
+        type=int,
+        help="handler threads of the threads core (default: from batching)",
+    )
     parser.add_argument("--max-concurrent-rpcs", type=int)
     parser.add_argument("--max-message-bytes", type=int)
     parser.add_argument("--drain-seconds", type=float, help="NOT_SERVING this long before stopping")

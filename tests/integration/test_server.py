@@ -289,12 +289,6 @@ BAD_REQUESTS = [
         grpc.StatusCode.INVALID_ARGUMENT,
         "parameter 'timeout'",
     ),
-    (
-        "batch too large",
-        raw_request(shape=[65, 64], raw=b"\0" * 65 * 256),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "input 'pixels': batch size 65 exceeds the model's max_batch_size 64",
-    ),
     ("unknown model", raw_request(model="nope"), grpc.StatusCode.NOT_FOUND, "model 'nope'"),
     (
         "unknown version",
