@@ -453,17 +453,20 @@ class DynamicBatcher:
             else:
                 result = runner(feed, first.outputs)
             compute = time.monotonic() - computing
-            if len(batch) == 1:
-                first.set_result(result)
-            else:
-                self._split(batch, result)
+            parts = [result] if len(batch) == 1 else self._split(batch, result)
         except Exception as exc:
             for request in batch:
-                if not request.done():
-                    request.set_exception(exc)
+                request.set_exception(exc)
             self._wake_loops(batch)
             return
+        self._observe(batch, started, compute, queued)  # first: statistics include this run
+        for request, part in zip(batch, parts, strict=True):
+            request.set_result(part)
         self._wake_loops(batch)
+
+    def _observe(
+        self, batch: list[BatchRequest], started: float, compute: float, queued: bool
+    ) -> None:
         if self._observer is not None:
             try:
                 self._observer.on_batch(
@@ -501,7 +504,8 @@ class DynamicBatcher:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_resolve_waiters, waiting)
 
-    def _split(self, batch: list[BatchRequest], result: Feed) -> None:
+    def _split(self, batch: list[BatchRequest], result: Feed) -> list[Feed]:
+        """Each request's rows of every output."""
         total = sum(request.rows for request in batch)
         for name, array in result.items():
             if array.shape[:1] != (total,):
@@ -509,11 +513,13 @@ class DynamicBatcher:
                     f"model '{self.name}' returned {array.shape[:1]} rows of output '{name}' "
                     f"for a batch of {total}"
                 )
+        parts = []
         offset = 0
         for request in batch:
             end = offset + request.rows
-            request.set_result({name: array[offset:end] for name, array in result.items()})
+            parts.append({name: array[offset:end] for name, array in result.items()})
             offset = end
+        return parts
 
     def _expire(self, request: BatchRequest) -> None:
         if request.set_running_or_notify_cancel():

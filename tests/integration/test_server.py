@@ -24,10 +24,16 @@ MAX_MESSAGE_BYTES = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, grpc_core: str) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("repo")
     repository = make_test_repository(root / "models", EXAMPLE_MODELS)
-    with serve(repository, "--max-message-bytes", str(MAX_MESSAGE_BYTES), log_dir=root) as process:
+    with serve(
+        repository,
+        "--max-message-bytes",
+        str(MAX_MESSAGE_BYTES),
+        log_dir=root,
+        core=grpc_core,
+    ) as process:
         yield process
 
 
@@ -392,11 +398,13 @@ def test_statistics_count_executions(client: Client, stub: GRPCInferenceServiceS
     assert executions() == before + 1
 
 
-def test_client_retries_unavailable_a_bounded_number_of_times(tmp_path: Path) -> None:
+def test_client_retries_unavailable_a_bounded_number_of_times(
+    tmp_path: Path, grpc_core: str
+) -> None:
     repository = make_test_repository(tmp_path / "models")
     env = {"TENSORGATE_FAULT_ERROR_RATE": "1.0"}
     with (
-        serve(repository, "--models", "add", env=env, log_dir=tmp_path) as server,
+        serve(repository, "--models", "add", env=env, log_dir=tmp_path, core=grpc_core) as server,
         grpc.insecure_channel(server.target) as channel,
     ):
         policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01)

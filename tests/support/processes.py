@@ -58,6 +58,7 @@ def serve(
     drain_seconds: float = 0.2,
     wait: bool = True,
     port: int | None = None,
+    core: str | None = None,
 ) -> Iterator[ServerProcess]:
     """Runs ``tensorgate serve`` on a free port until the block ends; the log goes to a file."""
     port = port or free_port()
@@ -78,6 +79,7 @@ def serve(
         "0",
         "--drain-seconds",
         str(drain_seconds),
+        *(("--grpc-core", core) if core else ()),
         *args,
     ]
     with log_path.open("wb") as log_file:
