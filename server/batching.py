@@ -33,7 +33,9 @@ Policy:
   and otherwise queues, so the queue's bound and deadlines apply.
 
 Callers on an asyncio event loop (the ``grpc.aio`` core) pass ``loop``: their requests always queue
-(the loop thread never runs a model), and each finished run resolves the asyncio futures of all
+(the loop thread never runs a model), the worker is woken once per loop iteration for all the
+requests queued in it (so the calls that gRPC hands over together form one batch, with no delay
+added), and each finished run resolves the asyncio futures of all
 its waiters on that loop in one ``loop.call_soon_threadsafe`` callback: one wake-up per batch.
 
 A request whose deadline (``time.monotonic()``) has passed on arrival, or when a worker reaches it
@@ -197,6 +199,7 @@ class DynamicBatcher:
         self._busy = [False] * len(runners)
         self._waiting = [False] * len(runners)
         self._wakeups = [threading.Condition(self._lock) for _ in runners]
+        self._wake_scheduled = False  # a loop caller has scheduled _wake_from_loop
         self._caller_runs = 0  # requests running in their callers' threads now
         self._callers_done = threading.Condition(self._lock)  # close() waits on it for those runs
         self._threads = [
@@ -244,7 +247,13 @@ class DynamicBatcher:
                 request.queued = True
                 self._queue.append(request)
                 self._live += 1
-                self._wake_worker()
+                if loop is None:
+                    self._wake_worker()
+                elif not self._wake_scheduled:
+                    # once per loop iteration: the requests that arrive in it meet in the queue,
+                    # and the worker is woken once for all of them
+                    self._wake_scheduled = True
+                    loop.call_soon(self._wake_from_loop)
                 return request
         if instance is None:
             self._report_reject("queue_full")
@@ -256,6 +265,11 @@ class DynamicBatcher:
         finally:
             self._release(instance)
         return request
+
+    def _wake_from_loop(self) -> None:
+        with self._lock:
+            self._wake_scheduled = False
+            self._wake_worker()
 
     def close(self, timeout: float) -> None:
         """Stops accepting, lets the workers finish what was accepted and the callers their runs,

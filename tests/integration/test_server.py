@@ -419,3 +419,17 @@ def test_client_retries_unavailable_a_bounded_number_of_times(
             pb.ModelStatisticsRequest(name="add"), timeout=10
         )
         assert stats.model_stats[0].inference_stats.fail.count == 3
+
+
+def test_a_large_request_to_a_missing_model_is_not_found_before_decoding(
+    stub: GRPCInferenceServiceStub,
+) -> None:
+    # 200,000 empty BYTES elements where the shape says 1: decoding them would answer
+    # INVALID_ARGUMENT, so NOT_FOUND shows that the model was looked up first
+    message = pb.ModelInferRequest(model_name="nope")
+    message.inputs.add(name="text", datatype="BYTES", shape=[1])
+    message.raw_input_contents.append(b"\0\0\0\0" * 200_000)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.ModelInfer(message, timeout=20)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "model 'nope'" in raised.value.details()
