@@ -35,6 +35,8 @@ GENERATOR_FLAGS = 0x20 | 0x200  # CO_GENERATOR | CO_ASYNC_GENERATOR
 
 
 def ours(filename: str) -> str | None:
+    if filename.startswith("<"):
+        return None  # frozen modules and generated code
     path = Path(filename).resolve()
     for root in PACKAGE_ROOTS:
         if root in path.parents and ".venv" not in path.parts:

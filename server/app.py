@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from tensorgate.server.allocator import return_large_blocks_to_the_os
 from tensorgate.server.cache import ResponseCache
 from tensorgate.server.dataplane import DataPlane
 from tensorgate.server.errors import TensorgateError
@@ -54,6 +55,7 @@ class ServerApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        return_large_blocks_to_the_os()
         self._events = EventLoop() if settings.grpc_core == "aio" else None
         self.health = Health(self._events.loop if self._events is not None else None)
         self.ready = threading.Event()

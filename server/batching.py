@@ -170,7 +170,7 @@ class DynamicBatcher:
         max_batch_size: int,
         config: DynamicBatchingConfig,
         batchable: bool,
-        observer: BatchObserver | None = None,
+        observers: Sequence[BatchObserver] = (),
     ) -> None:
         if not runners:
             raise ValueError("a batcher needs at least one runner")
@@ -188,7 +188,7 @@ class DynamicBatcher:
                 max_batch_size,
             )
         self._max_queue = config.max_queue_size
-        self._observer = observer
+        self._observers = tuple(observers)
         self._runners = tuple(runners)
         self._lock = threading.Lock()
         self._queue: deque[BatchRequest] = deque()  # may hold dead entries (queued False)
@@ -210,6 +210,10 @@ class DynamicBatcher:
         ]
         for thread in self._threads:
             thread.start()
+
+    def add_observer(self, observer: BatchObserver) -> None:
+        """One more observer of every run and rejection (tracing, once the model is known)."""
+        self._observers = (*self._observers, observer)
 
     @property
     def queue_depth(self) -> int:
@@ -481,16 +485,17 @@ class DynamicBatcher:
     def _observe(
         self, batch: list[BatchRequest], started: float, compute: float, queued: bool
     ) -> None:
-        if self._observer is not None:
+        if not self._observers:
+            return
+        event = BatchEvent(
+            sum(request.rows for request in batch) if self._merge else 1,
+            [started - request.arrival for request in batch] if queued else [0.0],
+            compute,
+            [request.trace_context for request in batch],
+        )
+        for observer in self._observers:
             try:
-                self._observer.on_batch(
-                    BatchEvent(
-                        sum(request.rows for request in batch) if self._merge else 1,
-                        [started - request.arrival for request in batch] if queued else [0.0],
-                        compute,
-                        [request.trace_context for request in batch],
-                    )
-                )
+                observer.on_batch(event)
             except Exception:
                 log.exception("model %s: batch observer failed", self.name)
 
@@ -577,12 +582,11 @@ class DynamicBatcher:
         self._report_reject("cancelled")
 
     def _report_reject(self, reason: str) -> None:
-        if self._observer is None:
-            return
-        try:
-            self._observer.on_reject(reason)
-        except Exception:
-            log.exception("model %s: batch observer failed", self.name)
+        for observer in self._observers:
+            try:
+                observer.on_reject(reason)
+            except Exception:
+                log.exception("model %s: batch observer failed", self.name)
 
 
 def _resolve_waiters(requests: list[BatchRequest]) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tensorgate.server.batching import (
-    BatchEvent,
     BatchObserver,
     BatchRequest,
     DynamicBatcher,
@@ -36,24 +35,6 @@ class ModelState(enum.StrEnum):
     READY = "READY"
     UNLOADING = "UNLOADING"
     UNAVAILABLE = "UNAVAILABLE"
-
-
-class _Observers:
-    """Fans batcher events out to every observer (statistics, metrics, tracing)."""
-
-    def __init__(self, observers: Sequence[BatchObserver]) -> None:
-        self._observers = tuple(observers)
-
-    def add(self, observer: BatchObserver) -> None:
-        self._observers = (*self._observers, observer)
-
-    def on_batch(self, event: BatchEvent) -> None:
-        for observer in self._observers:
-            observer.on_batch(event)
-
-    def on_reject(self, reason: str) -> None:
-        for observer in self._observers:
-            observer.on_reject(reason)
 
 
 @dataclass
@@ -116,14 +97,13 @@ def load_served_model(
     runners = tuple(make_runner(s, output_names, config.session.io_binding) for s in sessions)
     stats = ModelStats()
     batchable = config.max_batch_size > 0 and all(t.has_dynamic_batch for t in (*inputs, *outputs))
-    fanout = _Observers([stats, *observers])
     batcher = DynamicBatcher(
         location.name,
         runners,
         max_batch_size=config.max_batch_size if batchable else 0,
         config=config.dynamic_batching,
         batchable=batchable,
-        observer=fanout,
+        observers=[stats, *observers],
     )
     model = ServedModel(
         name=location.name,
@@ -139,7 +119,7 @@ def load_served_model(
         stats=stats,
     )
     if tracing is not None and tracing.enabled:
-        fanout.add(BatchTracer(tracing, model.name, model.version, model.provider))
+        batcher.add_observer(BatchTracer(tracing, model.name, model.version, model.provider))
     if settings.warmup:
         warm_up_model(model, location.path.parent.parent)
     return model

@@ -78,7 +78,8 @@ def test_an_unread_stream_of_900_one_mib_requests_stays_bounded(
             wait_until(
                 lambda: rss_bytes(pid) <= baseline + 50 * MIB,
                 30,
-                "memory released after the cancel",
+                f"memory released after the cancel (baseline {baseline / MIB:.0f} MiB, peak "
+                f"{peak[0] / MIB:.0f} MiB, now {rss_bytes(pid) / MIB:.0f} MiB, sent {sent[0]})",
                 interval=0.2,
             )
             # and the server still answers

@@ -178,7 +178,7 @@ def make_batcher() -> Iterator[MakeBatcher]:
             max_batch_size=max_batch_size,
             config=DynamicBatchingConfig.model_validate(config),
             batchable=batchable,
-            observer=recorder,
+            observers=[recorder] if recorder is not None else [],
         )
         made.append(batcher)
         return batcher
