@@ -113,13 +113,14 @@ async def _wait_async(step: Step) -> Any:
     awaited: asyncio.Future[Any] = (
         waiter if waiter is not None else asyncio.shield(asyncio.wrap_future(future))
     )
-    timeout = None if step.deadline is None else max(0.0, step.deadline - time.monotonic())
+    timer = None
+    if step.deadline is not None:  # one timer, cheaper than asyncio.wait_for's task and waiter
+        loop = asyncio.get_running_loop()
+        remaining = max(0.0, step.deadline - time.monotonic())
+        timer = loop.call_at(loop.time() + remaining, _expire, awaited)
     try:
-        if timeout is None:
-            await awaited
-        else:
-            await asyncio.wait_for(awaited, timeout)
-    except TimeoutError:
+        result = await awaited
+    except _Expired:
         if batch:
             future.cancel()
         raise DeadlineExceededError(step.expired) from None
@@ -131,7 +132,19 @@ async def _wait_async(step: Step) -> Any:
         if not batch:
             return future  # a flight that failed: the data plane reads its error
         raise
-    return future.result() if batch else future
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return result if batch else future
+
+
+class _Expired(Exception):
+    """Set on an awaited future when its step's deadline passes first."""
+
+
+def _expire(awaited: asyncio.Future[Any]) -> None:
+    if not awaited.done():
+        awaited.set_exception(_Expired())
 
 
 def _close(steps: Steps[Any]) -> None:
