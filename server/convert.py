@@ -6,8 +6,8 @@ import time
 
 import grpc
 
-from tensorgate.client._codec import TensorCodecError, datatype_of, from_contents, from_raw, to_raw
-from tensorgate.client._messages import ParameterValue, read_parameter, set_parameter
+from tensorgate.codec.messages import ParameterValue, read_parameter, set_parameter
+from tensorgate.codec.tensors import TensorCodecError, datatype_of, from_contents, from_raw, to_raw
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.server.dataplane import InferRequest, InferResponse, request_deadline
 from tensorgate.server.errors import InvalidInputError

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tensorgate.client._messages import ParameterValue
+from tensorgate.codec.messages import ParameterValue
 from tensorgate.server.cache import Outcome, ResponseCache, shared
 from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.faults import FaultInjector

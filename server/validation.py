@@ -6,7 +6,7 @@ from collections.abc import Mapping, MutableMapping
 
 import numpy as np
 
-from tensorgate.client._codec import datatype_of
+from tensorgate.codec.tensors import datatype_of
 from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.tensors import DYNAMIC, TensorSpec
 

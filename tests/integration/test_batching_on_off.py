@@ -54,7 +54,7 @@ server_args = ["--no-cache", "--grpc-core", "{grpc_core}"]
         [
             sys.executable,
             "-m",
-            "tensorgate.server.cli",
+            "tensorgate.cli.main",
             "bench",
             "--scenario",
             str(scenario),

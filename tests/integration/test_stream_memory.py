@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from tensorgate.client._codec import to_raw
+from tensorgate.codec.tensors import to_raw
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from tests.support.processes import EXAMPLE_MODELS, serve
