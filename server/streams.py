@@ -17,17 +17,14 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.server.convert import stream_error, transport_deadline
 from tensorgate.server.errors import ResourceExhaustedError, TensorgateError
-from tensorgate.server.steps import drive, drive_async
-
-if TYPE_CHECKING:
-    from tensorgate.server.servicer import InferenceServicer
+from tensorgate.server.steps import Steps, drive, drive_async
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +68,21 @@ class RequestSlots:
             self.give()
 
 
+class Answering(Protocol):
+    """What a stream needs of the servicer: its request slots and the steps of one answer."""
+
+    slots: RequestSlots
+
+    def answer(
+        self,
+        message: pb.ModelInferRequest,
+        deadline: float | None,
+        metadata: Any,
+        method: str,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Steps[pb.ModelInferResponse]: ...
+
+
 class _Window:
     """The accounting of one stream's window (the cores wait on it in their own way)."""
 
@@ -103,7 +115,7 @@ def _error_answer(
 
 
 def serve_stream(
-    servicer: InferenceServicer,
+    servicer: Answering,
     executor: ThreadPoolExecutor,
     request_iterator: Iterator[pb.ModelInferRequest],
     context: grpc.ServicerContext,
@@ -171,7 +183,7 @@ def serve_stream(
 
 
 async def serve_stream_async(
-    servicer: InferenceServicer,
+    servicer: Answering,
     request_iterator: AsyncIterator[pb.ModelInferRequest],
     context: grpc.aio.ServicerContext,
 ) -> AsyncIterator[pb.ModelStreamInferResponse]:
