@@ -70,7 +70,7 @@ server_args = ["--no-cache", "--grpc-core", "{grpc_core}"]
     runs = {run["target"]: run for run in json.loads(out.read_text())["runs"]}
     on, off = runs["on"], runs["off"]
     assert on["error_count"] == off["error_count"] == 0
-    assert on["mean_batch_size"] > 1.5, f"mean batch {on['mean_batch_size']:.2f}: none formed"
+    assert on["mean_batch_size"] > 1.2, f"mean batch {on['mean_batch_size']:.2f}: none formed"
     ratio = on["throughput_rps"] / off["throughput_rps"]
     assert ratio >= MARGIN, (
         f"batching on {on['throughput_rps']:.0f} req/s, off {off['throughput_rps']:.0f}"
