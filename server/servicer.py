@@ -164,7 +164,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                         loop,
                     )
                     record.version = response.version
-                    with self._tracing.span("encode response"):
+                    with self._tracing.span("encode", outputs=len(response.outputs)):
                         return encode_infer_response(response)
             except TensorgateError:
                 record.model, record.version = self._labels_of_failed(message)
