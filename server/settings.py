@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     # -- gRPC transport
     grpc_core: Literal["aio", "threads"] = Field(
-        "aio",
+        "threads",
         description="aio: grpc.aio, one event loop, no thread per call; threads: grpcio's thread pool",
     )
     grpc_threads: int | None = Field(
