@@ -69,15 +69,16 @@ def _wait(step: Step, on_cancel: CancelHook | None) -> Any:
     if on_cancel is not None and batch:
         on_cancel(future.cancel)
     timeout = None if step.deadline is None else max(0.0, step.deadline - time.monotonic())
-    done, _ = concurrent.futures.wait((future,), timeout)
-    if not done:
-        if batch:
-            future.cancel()
-        raise DeadlineExceededError(step.expired)
     if not batch:
+        done, _ = concurrent.futures.wait((future,), timeout)
+        if not done:
+            raise DeadlineExceededError(step.expired)
         return future
     try:
-        return future.result()
+        return future.result(timeout)  # no waiter object, unlike concurrent.futures.wait
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise DeadlineExceededError(step.expired) from None
     except concurrent.futures.CancelledError:
         raise RequestCancelledError("the request was cancelled") from None
 
