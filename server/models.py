@@ -22,6 +22,7 @@ from tensorgate.server.model_config import ModelConfig
 from tensorgate.server.repository import ModelLocation, ModelRepository, file_digest
 from tensorgate.server.sessions import create_session, make_runner
 from tensorgate.server.settings import Settings
+from tensorgate.server.spinning import session_config_for
 from tensorgate.server.stats import ModelStats
 from tensorgate.server.tensors import TensorSpec
 from tensorgate.server.tracing import BatchTracer, Tracing
@@ -80,12 +81,13 @@ def load_served_model(
 ) -> ServedModel:
     """Builds the sessions and the batcher of one model version; runs warmup before returning."""
     config = location.config
+    session_config = session_config_for(location, settings)
     sessions = [
         create_session(
             location.path,
             location.name,
-            config.session,
-            settings.intra_op_threads,
+            session_config,
+            settings.worker_intra_op_threads,
             settings.inter_op_threads,
         )
         for _ in range(config.instances)
