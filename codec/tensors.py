@@ -108,12 +108,25 @@ def serialize_bytes_tensor(array: np.ndarray) -> bytes:
 def deserialize_bytes_tensor(
     raw: bytes | memoryview, shape: Sequence[int], name: str = ""
 ) -> np.ndarray:
-    """Parses length-prefixed BYTES elements into an object array of the given shape."""
+    """Parses length-prefixed BYTES elements into an object array of the given shape.
+
+    The count is checked against the shape before any element is parsed (each element takes at
+    least its 4-byte prefix), and parsing stops at the first element beyond it."""
     expected = element_count(shape)
+    if expected * _LENGTH.size > len(raw):
+        raise TensorCodecError(
+            f"input '{name}': shape {list(shape)} expects {expected} BYTES elements, received "
+            f"{len(raw) // _LENGTH.size} at most ({len(raw)} bytes, each element has a 4-byte prefix)"
+        )
     elements: list[bytes] = []
     view = memoryview(raw)
     offset = 0
     while offset < len(view):
+        if len(elements) == expected:
+            raise TensorCodecError(
+                f"input '{name}': shape {list(shape)} expects {expected} BYTES elements, "
+                f"received more ({len(view) - offset} bytes left after element {expected - 1})"
+            )
         if offset + 4 > len(view):
             raise TensorCodecError(
                 f"input '{name}': BYTES raw content is truncated in a length prefix at byte {offset}"

@@ -6,36 +6,40 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
-from tensorgate.proto import inference_pb2 as pb
-from tensorgate.proto import inference_pb2_grpc
-from tensorgate.server.auth import AuthInterceptor, authenticator_from_settings
+from tensorgate.server.allocator import return_large_blocks_to_the_os
+from tensorgate.server.auth import AioAuthInterceptor, AuthInterceptor, authenticator_from_settings
 from tensorgate.server.cache import ResponseCache
-from tensorgate.server.dataplane import InferenceService
+from tensorgate.server.dataplane import DataPlane
 from tensorgate.server.errors import TensorgateError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.health import Health
-from tensorgate.server.interceptors import ErrorMappingInterceptor
 from tensorgate.server.metrics import CacheSizeCollector, GpuCollector, Metrics, ModelStateCollector
 from tensorgate.server.model_config import load_model_config
 from tensorgate.server.models import ModelManager, ModelState
-from tensorgate.server.probe_port import start_probe_server
+from tensorgate.server.probe_port import start_aio_probe_server, start_probe_server
 from tensorgate.server.repository import ModelRepository
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
+from tensorgate.server.streams import RequestSlots
 from tensorgate.server.tls import TlsFiles, server_credentials
 from tensorgate.server.tracing import Tracing
-from tensorgate.server.transport import server_options
+from tensorgate.server.transport import (
+    AioCore,
+    EventLoop,
+    Listening,
+    ThreadCore,
+    create_aio_server,
+    create_thread_server,
+)
 
 log = logging.getLogger(__name__)
 
 #: RPCs that may wait at once beyond the batches themselves: what "no request fails up to a
-#: concurrency of 256" needs, since every waiting RPC holds a handler thread.
+#: concurrency of 256" needs, since every waiting RPC holds a handler thread (threads core).
 CONCURRENCY_HEADROOM = 256
+#: threads that wait for the answers of stream requests (threads core)
 STREAM_THREADS = 64
 
 
@@ -51,12 +55,6 @@ def handler_threads(settings: Settings, repository: ModelRepository) -> int:
     return CONCURRENCY_HEADROOM + 2 * largest + 8
 
 
-def auth_interceptors(settings: Settings) -> list[grpc.ServerInterceptor]:
-    """The token check, outermost, when the server has tokens or sits behind Envoy's JWT check."""
-    authenticator = authenticator_from_settings(settings.auth_tokens, settings.trust_roles_header)
-    return [] if authenticator is None else [AuthInterceptor(authenticator)]
-
-
 def tls_files(settings: Settings) -> TlsFiles | None:
     if settings.tls_cert is None or settings.tls_key is None:
         return None
@@ -65,12 +63,14 @@ def tls_files(settings: Settings) -> TlsFiles | None:
     )
 
 
-def add_port(server: grpc.Server, address: str, settings: Settings) -> int:
+def listening(settings: Settings) -> Listening:
     """Plaintext, or TLS (mTLS with a client CA) with certificates reloaded when they change."""
     files = tls_files(settings)
-    if files is None:
-        return server.add_insecure_port(address)
-    return server.add_secure_port(address, server_credentials(files))
+    return Listening(
+        f"{settings.host}:{settings.port}",
+        None if files is None else server_credentials(files),
+        settings.reflection,
+    )
 
 
 class ServerApp:
@@ -78,7 +78,9 @@ class ServerApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.health = Health()
+        return_large_blocks_to_the_os()
+        self._events = EventLoop() if settings.grpc_core == "aio" else None
+        self.health = Health(self._events.loop if self._events is not None else None)
         self.ready = threading.Event()
         self.repository = ModelRepository(settings.model_repository)
         self.metrics = Metrics()
@@ -100,7 +102,7 @@ class ServerApp:
             self.metrics.registry.register(
                 CacheSizeCollector(lambda: cache.memory_bytes, cache.disk_bytes)
             )
-        self.service = InferenceService(
+        self.dataplane = DataPlane(
             self.models,
             FaultInjector(settings.fault_latency_ms, settings.fault_error_rate),
             self.cache,
@@ -109,47 +111,65 @@ class ServerApp:
         self.threads = handler_threads(settings, self.repository)
         self.max_concurrent_rpcs = settings.max_concurrent_rpcs or self.threads
         self._stream_executor = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="stream")
-        self.server = grpc.server(
-            ThreadPoolExecutor(self.threads, thread_name_prefix="grpc-handler"),
-            interceptors=[*auth_interceptors(settings), ErrorMappingInterceptor()],
-            options=server_options(settings.max_message_bytes),
-            maximum_concurrent_rpcs=self.max_concurrent_rpcs,
+        self.servicer = InferenceServicer(
+            self.dataplane,
+            self.ready,
+            self.metrics,
+            self.tracing,
+            RequestSlots(self.max_concurrent_rpcs),
+            self._stream_executor,
         )
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(
-                self.service, self._stream_executor, self.ready, self.metrics, self.tracing
-            ),
-            self.server,
+        where = listening(settings)
+        authenticator = authenticator_from_settings(
+            settings.auth_tokens, settings.trust_roles_header
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
-        if settings.reflection:
-            reflection.enable_server_reflection(
-                (
-                    pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME,
+        self.core: ThreadCore | AioCore
+        if self._events is not None:
+            self.core = AioCore(
+                self._events,
+                lambda: create_aio_server(
+                    self.servicer,
+                    self.health,
+                    where,
+                    max_concurrent_rpcs=self.max_concurrent_rpcs,
+                    max_message_bytes=settings.max_message_bytes,
+                    interceptors=[AioAuthInterceptor(authenticator)] if authenticator else [],
                 ),
-                self.server,
             )
-        self.port = 0
+        else:
+            self.core = ThreadCore(
+                lambda: create_thread_server(
+                    self.servicer,
+                    self.health,
+                    where,
+                    threads=self.threads,
+                    max_concurrent_rpcs=self.max_concurrent_rpcs,
+                    max_message_bytes=settings.max_message_bytes,
+                    interceptors=[AuthInterceptor(authenticator)] if authenticator else [],
+                )
+            )
+        self.port = self.core.port
         self.metrics_port = 0
-        self.probe_server: grpc.Server | None = None
+        #: the plaintext health-only port (--health-port), for probes that cannot speak TLS
+        self.probe_server: Any = None
         self.health_port = 0
 
     def _on_model_change(self, name: str, state: ModelState, version: str) -> None:
         self.health.set_model(name, state == ModelState.READY)
 
     def start(self) -> int:
-        """Binds, serves (NOT_SERVING until the models are loaded), loads the models; returns the port."""
-        address = f"{self.settings.host}:{self.settings.port}"
-        self.port = add_port(self.server, address, self.settings)
-        if self.port == 0:
-            raise OSError(f"cannot bind {address}")
-        self.server.start()
+        """Serves (NOT_SERVING until the models are loaded), loads the models; returns the port."""
+        self.core.start()
         if self.settings.health_port:
-            self.probe_server, self.health_port = start_probe_server(
-                self.health.servicer, self.settings.host, self.settings.health_port
-            )
+            host, port = self.settings.host, self.settings.health_port
+            if self._events is not None:
+                self.probe_server, self.health_port = self._events.call(
+                    start_aio_probe_server(self.health.servicer, host, port)
+                )
+            else:
+                self.probe_server, self.health_port = start_probe_server(
+                    self.health.servicer, host, port
+                )
         if self.settings.metrics_port:
             self.metrics_port = self.metrics.serve(
                 self.settings.metrics_host, self.settings.metrics_port
@@ -167,11 +187,14 @@ class ServerApp:
         self.ready.set()
         self.health.set_server(True)
         log.info(
-            "serving %d model(s) on %s:%d (%d handler threads, max %d concurrent RPCs)",
+            "serving %d model(s) on %s:%d (gRPC core %s, %s, max %d concurrent RPCs)",
             len(names),
             self.settings.host,
             self.port,
-            self.threads,
+            self.settings.grpc_core,
+            "one event loop"
+            if self.settings.grpc_core == "aio"
+            else f"{self.threads} handler threads",
             self.max_concurrent_rpcs,
         )
         return self.port
@@ -183,9 +206,9 @@ class ServerApp:
         self.ready.clear()
         self.health.drain()
         time.sleep(self.settings.drain_seconds)
-        self.server.stop(self.settings.grace_seconds).wait()
         if self.probe_server is not None:
-            self.probe_server.stop(None)
+            self._stop_probe_server()
+        self.core.stop(self.settings.grace_seconds)
         self.models.close_all(self.settings.grace_seconds)
         self._stream_executor.shutdown(wait=False, cancel_futures=True)
         if self.cache is not None:
@@ -194,5 +217,11 @@ class ServerApp:
         self.tracing.shutdown()
         log.info("stopped")
 
+    def _stop_probe_server(self) -> None:
+        if self._events is not None:
+            self._events.call(self.probe_server.stop(None))
+        else:
+            self.probe_server.stop(None)
+
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        self.core.wait()

@@ -26,11 +26,17 @@ Policy:
   batcher closes.
 * ``preferred_batch_sizes``: the batch is cut at the largest preferred size that a prefix of the
   selected requests sums to exactly; with none reachable, every selected request runs.
-* A request with more rows than ``max_batch_size`` runs alone: the batcher does not reject it, the
-  server's input validation may.
+* A request with more rows than ``max_batch_size`` runs alone, in runs of at most
+  ``max_batch_size`` rows one after the other on its instance; its caller gets one answer.
 * No merging at all when the model has no dynamic batch dimension, ``max_batch_size == 0`` or
   batching is disabled (nor any queue delay): a request runs in its caller when an instance is idle,
   and otherwise queues, so the queue's bound and deadlines apply.
+
+Callers on an asyncio event loop (the ``grpc.aio`` core) pass ``loop``: their requests always queue
+(the loop thread never runs a model), the worker is woken once per loop iteration for all the
+requests queued in it (so the calls that gRPC hands over together form one batch, with no delay
+added), and each finished run resolves the asyncio futures of all
+its waiters on that loop in one ``loop.call_soon_threadsafe`` callback: one wake-up per batch.
 
 A request whose deadline (``time.monotonic()``) has passed on arrival, or when a worker reaches it
 in the queue, is dropped with :class:`DeadlineExceededError`. ``Future.cancel()`` takes a queued
@@ -41,12 +47,15 @@ other.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -60,7 +69,7 @@ from tensorgate.server.errors import (
 )
 from tensorgate.server.model_config import DynamicBatchingConfig
 
-__all__ = ["BatchObserver", "DynamicBatcher", "Feed", "Runner"]
+__all__ = ["BatchEvent", "BatchObserver", "BatchRequest", "DynamicBatcher", "Feed", "Runner"]
 
 log = logging.getLogger(__name__)
 
@@ -70,24 +79,28 @@ Feed = dict[str, np.ndarray]
 Runner = Callable[[Feed, tuple[str, ...]], Feed]
 
 
+@dataclass(frozen=True, slots=True)
+class BatchEvent:
+    """One successful run: its rows (1 when merging is off), each request's time in the queue,
+    the run's duration, and each request's trace context (None where untraced)."""
+
+    batch_size: int
+    queue_seconds: Sequence[float]
+    compute_seconds: float
+    trace_contexts: Sequence[object]
+
+
 class BatchObserver(Protocol):
     """Hooks for metrics and tracing. Called from worker and caller threads; must not block."""
 
-    def on_batch(
-        self,
-        batch_size: int,
-        queue_seconds: Sequence[float],
-        compute_seconds: float,
-        trace_contexts: Sequence[object],
-    ) -> None:
-        """A run succeeded: its rows (1 when merging is off), each request's time in the queue,
-        and the run's duration."""
+    def on_batch(self, event: BatchEvent) -> None:
+        """A run succeeded."""
 
     def on_reject(self, reason: str) -> None:
         """A request was not computed: ``queue_full``, ``deadline`` or ``cancelled``."""
 
 
-class _Request(Future[Feed]):
+class BatchRequest(Future[Feed]):
     """A request, and the future its caller waits on: ``cancel()`` dequeues a queued one at once."""
 
     def __init__(
@@ -99,6 +112,7 @@ class _Request(Future[Feed]):
         rows: int,
         deadline: float | None,
         trace_context: object | None,
+        loop: asyncio.AbstractEventLoop | None,
     ) -> None:
         super().__init__()
         self.batcher = batcher
@@ -110,6 +124,9 @@ class _Request(Future[Feed]):
         self.trace_context = trace_context
         self.arrival = time.monotonic()
         self.queued = False  # guarded by the batcher's lock; True while in the queue
+        #: the asyncio future a loop-side caller awaits; resolved on its loop (see _wake_loops)
+        self.waiter: asyncio.Future[Feed] | None = loop.create_future() if loop else None
+        self.loop = loop
 
     def cancel(self) -> bool:
         if self.cancelled():
@@ -153,7 +170,7 @@ class DynamicBatcher:
         max_batch_size: int,
         config: DynamicBatchingConfig,
         batchable: bool,
-        observer: BatchObserver | None = None,
+        observers: Sequence[BatchObserver] = (),
     ) -> None:
         if not runners:
             raise ValueError("a batcher needs at least one runner")
@@ -171,10 +188,10 @@ class DynamicBatcher:
                 max_batch_size,
             )
         self._max_queue = config.max_queue_size
-        self._observer = observer
+        self._observers = tuple(observers)
         self._runners = tuple(runners)
         self._lock = threading.Lock()
-        self._queue: deque[_Request] = deque()  # may hold dead entries (queued False)
+        self._queue: deque[BatchRequest] = deque()  # may hold dead entries (queued False)
         self._live = 0  # requests with queued True
         self._closing = False
         # Per instance, all guarded by the lock: in use (by its worker or by a caller), its worker
@@ -182,6 +199,7 @@ class DynamicBatcher:
         self._busy = [False] * len(runners)
         self._waiting = [False] * len(runners)
         self._wakeups = [threading.Condition(self._lock) for _ in runners]
+        self._wake_scheduled = False  # a loop caller has scheduled _wake_from_loop
         self._caller_runs = 0  # requests running in their callers' threads now
         self._callers_done = threading.Condition(self._lock)  # close() waits on it for those runs
         self._threads = [
@@ -192,6 +210,10 @@ class DynamicBatcher:
         ]
         for thread in self._threads:
             thread.start()
+
+    def add_observer(self, observer: BatchObserver) -> None:
+        """One more observer of every run and rejection (tracing, once the model is known)."""
+        self._observers = (*self._observers, observer)
 
     @property
     def queue_depth(self) -> int:
@@ -205,28 +227,37 @@ class DynamicBatcher:
         *,
         deadline: float | None = None,
         trace_context: object | None = None,
-    ) -> Future[Feed]:
-        """Runs the request in this thread when the model is idle, or queues it; the future gets
-        its rows of every output, or the error.
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> BatchRequest:
+        """Runs the request in this thread when the model is idle (never for a ``loop`` caller),
+        or queues it; the future (and its ``waiter`` on ``loop``) gets its rows of every output,
+        or the error.
 
         Raises ResourceExhaustedError when the queue is full, ModelUnavailableError once closed,
         InvalidInputError when the inputs disagree on the batch size (batching models only).
         """
         key, rows = _batch_key(inputs, outputs) if self._merge else (None, 0)
-        request = _Request(self, inputs, outputs, key, rows, deadline, trace_context)
+        request = BatchRequest(self, inputs, outputs, key, rows, deadline, trace_context, loop)
         if deadline is not None and deadline <= request.arrival:
             request.set_exception(DeadlineExceededError("the deadline passed before queueing"))
+            self._wake_loops([request])
             self._report_reject("deadline")
             return request
         with self._lock:
             if self._closing:
                 raise ModelUnavailableError(f"model '{self.name}' is unloading")
-            instance = self._claim_idle_instance()
+            instance = None if loop is not None else self._claim_idle_instance()
             if instance is None and self._live < self._max_queue:
                 request.queued = True
                 self._queue.append(request)
                 self._live += 1
-                self._wake_worker()
+                if loop is None:
+                    self._wake_worker()
+                elif not self._wake_scheduled:
+                    # once per loop iteration: the requests that arrive in it meet in the queue,
+                    # and the worker is woken once for all of them
+                    self._wake_scheduled = True
+                    loop.call_soon(self._wake_from_loop)
                 return request
         if instance is None:
             self._report_reject("queue_full")
@@ -238,6 +269,11 @@ class DynamicBatcher:
         finally:
             self._release(instance)
         return request
+
+    def _wake_from_loop(self) -> None:
+        with self._lock:
+            self._wake_scheduled = False
+            self._wake_worker()
 
     def close(self, timeout: float) -> None:
         """Stops accepting, lets the workers finish what was accepted and the callers their runs,
@@ -252,7 +288,7 @@ class DynamicBatcher:
         for thread in self._threads:
             thread.join(max(0.0, end - time.monotonic()))
         stuck = [thread.name for thread in self._threads if thread.is_alive()]
-        queued: list[_Request] = []
+        queued: list[BatchRequest] = []
         with self._lock:
             while self._caller_runs and (left := end - time.monotonic()) > 0:
                 self._callers_done.wait(left)
@@ -278,6 +314,7 @@ class DynamicBatcher:
         for request in queued:
             if request.set_running_or_notify_cancel():
                 request.set_exception(ModelUnavailableError(f"model '{self.name}' was unloaded"))
+        self._wake_loops(queued)
 
     # -- worker side
 
@@ -298,14 +335,14 @@ class DynamicBatcher:
             if batch:
                 self._run(runner, batch)
 
-    def _take(self, instance: int) -> tuple[list[_Request], list[_Request]] | None:
+    def _take(self, instance: int) -> tuple[list[BatchRequest], list[BatchRequest]] | None:
         """With the lock held: waits for the next batch and marks the instance busy; None once
         closed and drained.
 
         Returns (batch, expired); the batch is empty when only expired requests were found, so
         that their callers hear at once rather than after a wait.
         """
-        expired: list[_Request] = []
+        expired: list[BatchRequest] = []
         while True:
             queue = self._queue
             now = time.monotonic()
@@ -380,11 +417,11 @@ class DynamicBatcher:
         for instance in range(len(self._wakeups)):
             self._notify(instance)
 
-    def _select(self, head: _Request, now: float) -> tuple[list[_Request], float]:
+    def _select(self, head: BatchRequest, now: float) -> tuple[list[BatchRequest], float]:
         """The batch the head leads now, or ([], seconds to wait) while a fuller one may form."""
         key = head.key
         limit = self._max_batch
-        picked: list[_Request] = []
+        picked: list[BatchRequest] = []
         sums: list[int] = []
         total = 0
         blocked = False
@@ -413,7 +450,7 @@ class DynamicBatcher:
                 return [], wait
         return (picked[:cut] if cut else picked), 0.0
 
-    def _run(self, runner: Runner, batch: list[_Request], *, queued: bool = True) -> None:
+    def _run(self, runner: Runner, batch: list[BatchRequest], *, queued: bool = True) -> None:
         started = time.monotonic()
         # A caller that cancelled after the batch was taken is left out here.
         batch = [request for request in batch if request.set_running_or_notify_cancel()]
@@ -429,29 +466,65 @@ class DynamicBatcher:
             }
         try:
             computing = time.monotonic()
-            result = runner(feed, first.outputs)
-            compute = time.monotonic() - computing
-            if len(batch) == 1:
-                first.set_result(result)
+            if self._merge and first.rows > self._max_batch:
+                result = self._run_in_parts(runner, feed, first.outputs, first.rows)
             else:
-                self._split(batch, result)
+                result = runner(feed, first.outputs)
+            compute = time.monotonic() - computing
+            parts = [result] if len(batch) == 1 else self._split(batch, result)
         except Exception as exc:
             for request in batch:
-                if not request.done():
-                    request.set_exception(exc)
+                request.set_exception(exc)
+            self._wake_loops(batch)
             return
-        if self._observer is not None:
+        self._observe(batch, started, compute, queued)  # first: statistics include this run
+        for request, part in zip(batch, parts, strict=True):
+            request.set_result(part)
+        self._wake_loops(batch)
+
+    def _observe(
+        self, batch: list[BatchRequest], started: float, compute: float, queued: bool
+    ) -> None:
+        if not self._observers:
+            return
+        event = BatchEvent(
+            sum(request.rows for request in batch) if self._merge else 1,
+            [started - request.arrival for request in batch] if queued else [0.0],
+            compute,
+            [request.trace_context for request in batch],
+        )
+        for observer in self._observers:
             try:
-                self._observer.on_batch(
-                    sum(request.rows for request in batch) if self._merge else 1,
-                    [started - request.arrival for request in batch] if queued else [0.0],
-                    compute,
-                    [request.trace_context for request in batch],
-                )
+                observer.on_batch(event)
             except Exception:
                 log.exception("model %s: batch observer failed", self.name)
 
-    def _split(self, batch: list[_Request], result: Feed) -> None:
+    def _run_in_parts(
+        self, runner: Runner, feed: Feed, outputs: tuple[str, ...], rows: int
+    ) -> Feed:
+        """A request above max_batch_size: runs of at most max_batch_size rows, outputs joined."""
+        parts = [
+            runner(
+                {name: array[start : start + self._max_batch] for name, array in feed.items()},
+                outputs,
+            )
+            for start in range(0, rows, self._max_batch)
+        ]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    @staticmethod
+    def _wake_loops(requests: Sequence[BatchRequest]) -> None:
+        """One callback per event loop resolves the asyncio waiters of all ``requests`` on it."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[BatchRequest]] = {}
+        for request in requests:
+            if request.loop is not None:
+                by_loop.setdefault(request.loop, []).append(request)
+        for loop, waiting in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve_waiters, waiting)
+
+    def _split(self, batch: list[BatchRequest], result: Feed) -> list[Feed]:
+        """Each request's rows of every output."""
         total = sum(request.rows for request in batch)
         for name, array in result.items():
             if array.shape[:1] != (total,):
@@ -459,18 +532,21 @@ class DynamicBatcher:
                     f"model '{self.name}' returned {array.shape[:1]} rows of output '{name}' "
                     f"for a batch of {total}"
                 )
+        parts = []
         offset = 0
         for request in batch:
             end = offset + request.rows
-            request.set_result({name: array[offset:end] for name, array in result.items()})
+            parts.append({name: array[offset:end] for name, array in result.items()})
             offset = end
+        return parts
 
-    def _expire(self, request: _Request) -> None:
+    def _expire(self, request: BatchRequest) -> None:
         if request.set_running_or_notify_cancel():
             waited = time.monotonic() - request.arrival
             request.set_exception(
                 DeadlineExceededError(f"the deadline passed after {waited * 1e3:.1f} ms in queue")
             )
+            self._wake_loops([request])
             self._report_reject("deadline")
 
     # -- caller side
@@ -497,7 +573,7 @@ class DynamicBatcher:
             if self._closing and not self._caller_runs:
                 self._callers_done.notify_all()
 
-    def _on_cancel(self, request: _Request) -> None:
+    def _on_cancel(self, request: BatchRequest) -> None:
         with self._lock:
             if request.queued:
                 request.queued = False
@@ -506,9 +582,22 @@ class DynamicBatcher:
         self._report_reject("cancelled")
 
     def _report_reject(self, reason: str) -> None:
-        if self._observer is None:
-            return
-        try:
-            self._observer.on_reject(reason)
-        except Exception:
-            log.exception("model %s: batch observer failed", self.name)
+        for observer in self._observers:
+            try:
+                observer.on_reject(reason)
+            except Exception:
+                log.exception("model %s: batch observer failed", self.name)
+
+
+def _resolve_waiters(requests: list[BatchRequest]) -> None:
+    """On the loop: hands each request's result or error to the coroutine that awaits it."""
+    for request in requests:
+        waiter = request.waiter
+        if waiter is None or waiter.done():
+            continue
+        if request.cancelled():
+            waiter.cancel()
+        elif (error := request.exception()) is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(request.result())

@@ -1,24 +1,27 @@
-"""The transport-neutral data plane: one inference from decoded inputs to output arrays."""
+"""The transport-neutral data plane: one inference from decoded inputs to output arrays.
+
+Written once for both gRPC cores: :meth:`DataPlane.infer` is a generator of the waits it needs
+(see ``steps.py``), driven by a blocking thread (grpcio's pool) or by the event loop (grpc.aio).
+"""
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tensorgate.codec.messages import ParameterValue
-from tensorgate.server.cache import ResponseCache
-from tensorgate.server.errors import DeadlineExceededError, InvalidInputError, RequestCancelledError
+from tensorgate.server.cache import Outcome, ResponseCache, shared
+from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.models import ModelManager, ServedModel
+from tensorgate.server.steps import Await, Sleep, Steps
 from tensorgate.server.tracing import Tracing
 from tensorgate.server.validation import validate_request
 
-#: registers a callback to run when the caller goes away (a cancelled RPC)
-CancelHook = Callable[[Callable[[], None]], object]
+Outputs = dict[str, np.ndarray]
 
 
 @dataclass(slots=True)
@@ -57,8 +60,8 @@ def request_deadline(
     return own if transport_deadline is None else min(own, transport_deadline)
 
 
-class InferenceService:
-    """Validates, caches, batches and runs requests; the gRPC servicer is a thin layer over it."""
+class DataPlane:
+    """Validates, caches, batches and runs requests; the gRPC servicers are thin layers over it."""
 
     def __init__(
         self,
@@ -72,13 +75,18 @@ class InferenceService:
         self._cache = cache
         self._tracing = tracing
 
+    def model(self, name: str, version: str) -> ServedModel:
+        """The ready model a request is for: looked up before its tensors are decoded."""
+        return self.models.get(name, version)
+
     def infer(
         self,
+        model: ServedModel,
         request: InferRequest,
-        on_cancel: CancelHook | None = None,
         trace_context: object | None = None,
-    ) -> InferResponse:
-        model = self.models.get(request.model, request.version)
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Steps[InferResponse]:
+        """Validate, then the cache or the batcher; ``loop``: the caller awaits on that loop."""
         started = time.monotonic()
         ok = False
         try:
@@ -91,14 +99,16 @@ class InferenceService:
                 model.config.max_batch_size if model.batchable else 0,
             )
             if self._faults.enabled:
-                self._faults.apply()
+                if self._faults.latency_s > 0:
+                    yield Sleep(self._faults.latency_s)
+                self._faults.maybe_fail()
             parameters: dict[str, ParameterValue] = {}
             if self._uses_cache(model, request):
-                outputs, parameters["cache"] = self._cached(
-                    model, request, on_cancel, trace_context
+                outputs, parameters["cache"] = yield from self._cached(
+                    model, request, trace_context, loop
                 )
             else:
-                outputs = self._run(model, request, on_cancel, trace_context)
+                outputs = yield from self._run(model, request, trace_context, loop)
             ok = True
         finally:
             model.stats.on_request(ok, time.monotonic() - started)
@@ -115,52 +125,61 @@ class InferenceService:
         self,
         model: ServedModel,
         request: InferRequest,
-        on_cancel: CancelHook | None,
         trace_context: object | None,
-    ) -> tuple[dict[str, np.ndarray], str]:
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> Steps[tuple[Outputs, str]]:
         """The answer from the cache, or computed once and stored; with "hit" or "miss"."""
-        assert self._cache is not None
-        started = time.monotonic()
-        key = self._cache.key(
+        cache = self._cache
+        assert cache is not None
+        key = cache.key(
             model=model.name,
             model_digest=model.digest,
             inputs=request.inputs,
             outputs=request.outputs,
             parameters=request.parameters,
         )
-        outputs, outcome = self._cache.get_or_compute(
-            model.name,
-            key,
-            lambda: self._run(model, request, on_cancel, trace_context),
-            deadline=request.deadline,
-            ttl_s=model.config.cache.ttl_s,
-        )
-        model.stats.on_cache(outcome.hit, time.monotonic() - started)
+        while True:
+            lookup = cache.begin(model.name, key)
+            if lookup.outputs is not None:
+                outputs, outcome = lookup.outputs, lookup.outcome
+                break
+            if lookup.flight is None:  # a miss that this request leads
+                try:
+                    outputs = yield from self._run(model, request, trace_context, loop)
+                except BaseException as error:
+                    cache.abandon(key, error)
+                    raise
+                cache.fill(key, outputs, model.config.cache.ttl_s)
+                outcome = Outcome.MISS
+                break
+            flight = yield Await(
+                lookup.flight,
+                request.deadline,
+                "deadline passed while waiting for an identical request's result",
+            )
+            found = shared(flight)
+            if found is not None:
+                cache.on_shared(model.name, lookup)
+                outputs, outcome = found, Outcome.SHARED_HIT
+                break  # else the leader's own request failed: try again
+        model.stats.on_cache(outcome.hit, time.monotonic() - lookup.started)
         if self._tracing is not None and self._tracing.enabled:
-            self._tracing.record_cache_lookup(started, outcome.value)
+            self._tracing.record_cache_lookup(lookup.started, outcome.value)
         return outputs, outcome.parameter
 
+    @staticmethod
     def _run(
-        self,
         model: ServedModel,
         request: InferRequest,
-        on_cancel: CancelHook | None,
         trace_context: object | None,
-    ) -> dict[str, np.ndarray]:
-        future = model.submit(request.inputs, request.outputs, request.deadline, trace_context)
-        if on_cancel is not None:
-            on_cancel(future.cancel)
-        timeout = (
-            None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> Steps[Outputs]:
+        future = model.submit(
+            request.inputs, request.outputs, request.deadline, trace_context, loop
         )
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise DeadlineExceededError(
-                f"model '{model.name}': the request's deadline passed before its result was ready"
-            ) from None
-        except concurrent.futures.CancelledError:
-            raise RequestCancelledError(
-                f"model '{model.name}': the request was cancelled"
-            ) from None
+        outputs: Outputs = yield Await(
+            future,
+            request.deadline,
+            f"model '{model.name}': the request's deadline passed before its result was ready",
+        )
+        return outputs

@@ -6,7 +6,6 @@ Set ``TENSORGATE_FAULT_LATENCY_MS`` and ``TENSORGATE_FAULT_ERROR_RATE`` on one w
 from __future__ import annotations
 
 import random
-import time
 
 from tensorgate.server.errors import ServerUnavailableError
 
@@ -17,10 +16,8 @@ class FaultInjector:
         self.error_rate = error_rate
         self.enabled = self.latency_s > 0 or self.error_rate > 0
 
-    def apply(self) -> None:
-        """Sleeps the configured latency, then fails with UNAVAILABLE at the configured rate."""
-        if self.latency_s > 0:
-            time.sleep(self.latency_s)
+    def maybe_fail(self) -> None:
+        """Fails with UNAVAILABLE at the configured rate (after the caller has slept latency_s)."""
         if self.error_rate > 0 and random.random() < self.error_rate:
             raise ServerUnavailableError(
                 "injected fault (TENSORGATE_FAULT_ERROR_RATE)", reason="fault"

@@ -98,7 +98,9 @@ def add_settings_flags(
             options["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is typing.Literal:
             options["choices"] = list(typing.get_args(kind))
-            options["type"] = str.upper
+            # case-insensitive, in the case the choices are written in
+            upper = all(choice == choice.upper() for choice in options["choices"])
+            options["type"] = str.upper if upper else str.lower
             options["metavar"] = "{" + ",".join(options["choices"]) + "}"
         elif typing.get_origin(kind) is list:
             options["type"] = _comma_list

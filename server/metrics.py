@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tensorgate.server.batching import BatchEvent
 from tensorgate.server.errors import TensorgateError
 
 log = logging.getLogger(__name__)
@@ -213,17 +214,11 @@ class ModelBatchMetrics:
         self._rejected = metrics.rejected
         self._model = model
 
-    def on_batch(
-        self,
-        batch_size: int,
-        queue_seconds: Sequence[float],
-        compute_seconds: float,
-        trace_contexts: Sequence[object],
-    ) -> None:
-        for waited in queue_seconds:
+    def on_batch(self, event: BatchEvent) -> None:
+        for waited in event.queue_seconds:
             self._queue.observe(waited)
-        self._compute.observe(compute_seconds)
-        self._batch.observe(batch_size)
+        self._compute.observe(event.compute_seconds)
+        self._batch.observe(event.batch_size)
 
     def on_reject(self, reason: str) -> None:
         self._rejected.labels(self._model, reason).inc()

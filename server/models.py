@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from tensorgate.server.batching import BatchObserver, DynamicBatcher, Feed, Runner
+from tensorgate.server.batching import (
+    BatchObserver,
+    BatchRequest,
+    DynamicBatcher,
+    Feed,
+    Runner,
+)
 from tensorgate.server.errors import ModelNotFoundError, ModelUnavailableError, TensorgateError
 from tensorgate.server.model_config import ModelConfig
 from tensorgate.server.repository import ModelLocation, ModelRepository, file_digest
-from tensorgate.server.sessions import CUDA, create_session
+from tensorgate.server.sessions import create_session, make_runner
 from tensorgate.server.settings import Settings
 from tensorgate.server.spinning import session_config_for
 from tensorgate.server.stats import ModelStats
@@ -33,61 +36,6 @@ class ModelState(enum.StrEnum):
     READY = "READY"
     UNLOADING = "UNLOADING"
     UNAVAILABLE = "UNAVAILABLE"
-
-
-def _session_runner(session: Any, all_outputs: tuple[str, ...]) -> Runner:
-    def run(feed: Feed, outputs: tuple[str, ...]) -> Feed:
-        names = list(outputs or all_outputs)
-        return dict(zip(names, session.run(names, feed), strict=True))
-
-    return run
-
-
-def _io_binding_runner(session: Any, all_outputs: tuple[str, ...]) -> Runner:
-    """On CUDA: inputs bound from host memory, outputs allocated by ONNX Runtime and copied back
-    once, without the per-run staging copies of ``session.run``. Unmeasured here (no GPU host)."""
-
-    def run(feed: Feed, outputs: tuple[str, ...]) -> Feed:
-        names = list(outputs or all_outputs)
-        binding = session.io_binding()
-        for name, array in feed.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        for name in names:
-            binding.bind_output(name, "cpu")
-        session.run_with_iobinding(binding)
-        return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
-
-    return run
-
-
-def make_runner(session: Any, all_outputs: tuple[str, ...], io_binding: bool) -> Runner:
-    if io_binding and session.get_providers()[0] == CUDA:
-        return _io_binding_runner(session, all_outputs)
-    return _session_runner(session, all_outputs)
-
-
-class _Observers:
-    """Fans batcher events out to every observer (statistics, metrics, tracing)."""
-
-    def __init__(self, observers: Sequence[BatchObserver]) -> None:
-        self._observers = tuple(observers)
-
-    def add(self, observer: BatchObserver) -> None:
-        self._observers = (*self._observers, observer)
-
-    def on_batch(
-        self,
-        batch_size: int,
-        queue_seconds: Sequence[float],
-        compute_seconds: float,
-        trace_contexts: Sequence[object],
-    ) -> None:
-        for observer in self._observers:
-            observer.on_batch(batch_size, queue_seconds, compute_seconds, trace_contexts)
-
-    def on_reject(self, reason: str) -> None:
-        for observer in self._observers:
-            observer.on_reject(reason)
 
 
 @dataclass
@@ -115,8 +63,11 @@ class ServedModel:
         outputs: tuple[str, ...],
         deadline: float | None,
         trace_context: object | None = None,
-    ) -> Future[Feed]:
-        return self.batcher.submit(inputs, outputs, deadline=deadline, trace_context=trace_context)
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> BatchRequest:
+        return self.batcher.submit(
+            inputs, outputs, deadline=deadline, trace_context=trace_context, loop=loop
+        )
 
     def close(self, timeout: float) -> None:
         self.batcher.close(timeout)
@@ -148,14 +99,13 @@ def load_served_model(
     runners = tuple(make_runner(s, output_names, config.session.io_binding) for s in sessions)
     stats = ModelStats()
     batchable = config.max_batch_size > 0 and all(t.has_dynamic_batch for t in (*inputs, *outputs))
-    fanout = _Observers([stats, *observers])
     batcher = DynamicBatcher(
         location.name,
         runners,
         max_batch_size=config.max_batch_size if batchable else 0,
         config=config.dynamic_batching,
         batchable=batchable,
-        observer=fanout,
+        observers=[stats, *observers],
     )
     model = ServedModel(
         name=location.name,
@@ -171,7 +121,7 @@ def load_served_model(
         stats=stats,
     )
     if tracing is not None and tracing.enabled:
-        fanout.add(BatchTracer(tracing, model.name, model.version, model.provider))
+        batcher.add_observer(BatchTracer(tracing, model.name, model.version, model.provider))
     if settings.warmup:
         warm_up_model(model, location.path.parent.parent)
     return model

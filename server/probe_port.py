@@ -26,3 +26,16 @@ def start_probe_server(
         raise OSError(f"cannot bind the health port {host}:{port}")
     server.start()
     return server, bound
+
+
+async def start_aio_probe_server(
+    servicer: health.aio.HealthServicer, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """The same on the grpc.aio core's event loop (its health servicer is the asyncio one)."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the health port {host}:{port}")
+    await server.start()
+    return server, bound

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     )
 
     # -- gRPC transport
+    grpc_core: Literal["aio", "threads"] = Field(
+        "threads",
+        description="aio: grpc.aio, one event loop, no thread per call; threads: grpcio's thread pool",
+    )
     grpc_threads: int | None = Field(
         None, ge=1, description="handler pool size; None: sized from the batching settings"
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from tensorgate.server.batching import BatchEvent
 
 
 @dataclass
@@ -34,20 +35,14 @@ class ModelStats:
     batch_sizes: dict[int, Duration] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def on_batch(
-        self,
-        batch_size: int,
-        queue_seconds: Sequence[float],
-        compute_seconds: float,
-        trace_contexts: Sequence[object],
-    ) -> None:
+    def on_batch(self, event: BatchEvent) -> None:
         with self._lock:
             self.execution_count += 1
-            self.inference_count += batch_size
-            self.compute.add(compute_seconds)
-            for waited in queue_seconds:
+            self.inference_count += event.batch_size
+            self.compute.add(event.compute_seconds)
+            for waited in event.queue_seconds:
                 self.queue.add(waited)
-            self.batch_sizes.setdefault(batch_size, Duration()).add(compute_seconds)
+            self.batch_sizes.setdefault(event.batch_size, Duration()).add(event.compute_seconds)
 
     def on_reject(self, reason: str) -> None:
         """Rejections are counted as failed requests by :meth:`on_request`."""

@@ -18,6 +18,8 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, NonRecordingSpan, SpanKind
 
+from tensorgate.server.batching import BatchEvent
+
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "tensorgate.server"
@@ -107,20 +109,18 @@ class Tracing:
         model: str,
         version: str,
         provider: str,
-        batch_size: int,
-        queue_seconds: Sequence[float],
-        compute_seconds: float,
-        contexts: Sequence[object],
+        event: BatchEvent,
     ) -> None:
         """After a run: a queue-wait span in each request's trace, and one batch-run span (in the
         first request's trace) linking to every request it served."""
+        contexts = event.trace_contexts
         valid = [c for c in contexts if c is not None]
         if not valid:
             return
         now_ns = time.time_ns()
-        compute_ns = int(compute_seconds * 1e9)
+        compute_ns = int(event.compute_seconds * 1e9)
         run_start = now_ns - compute_ns
-        for span_context, waited in zip(contexts, queue_seconds, strict=False):
+        for span_context, waited in zip(contexts, event.queue_seconds, strict=False):
             if span_context is None:
                 continue
             parent = trace.set_span_in_context(NonRecordingSpan(span_context))  # type: ignore[arg-type]
@@ -137,7 +137,7 @@ class Tracing:
             attributes={
                 "tensorgate.model": model,
                 "tensorgate.model_version": version,
-                "tensorgate.batch_size": batch_size,
+                "tensorgate.batch_size": event.batch_size,
                 "tensorgate.execution_provider": provider,
             },
         )
@@ -159,17 +159,9 @@ class BatchTracer:
         self._tracing = tracing
         self._labels = (model, version, provider)
 
-    def on_batch(
-        self,
-        batch_size: int,
-        queue_seconds: Sequence[float],
-        compute_seconds: float,
-        trace_contexts: Sequence[object],
-    ) -> None:
+    def on_batch(self, event: BatchEvent) -> None:
         model, version, provider = self._labels
-        self._tracing.record_batch(
-            model, version, provider, batch_size, queue_seconds, compute_seconds, trace_contexts
-        )
+        self._tracing.record_batch(model, version, provider, event)
 
     def on_reject(self, reason: str) -> None:
         """Rejected requests end their own server span with the error status."""

@@ -77,16 +77,12 @@ def validate_request(
 def _check_batch(
     inputs: tuple[TensorSpec, ...], received: Mapping[str, np.ndarray], limit: int
 ) -> None:
-    """Inputs of a batched model agree on the batch size, which stays within max_batch_size."""
+    """Inputs of a batched model agree on the batch size. A batch above ``limit`` is allowed: the
+    batcher runs it alone, in runs of at most ``limit`` rows (``limit`` bounds what it merges)."""
     sizes = {spec.name: int(received[spec.name].shape[0]) for spec in inputs if spec.shape}
     distinct = set(sizes.values())
     if len(distinct) > 1:
         raise InvalidInputError(f"inputs disagree on the batch size (dimension 0): {sizes}")
-    for name, size in sizes.items():
-        if size > limit:
-            raise InvalidInputError(
-                f"input '{name}': batch size {size} exceeds the model's max_batch_size {limit}"
-            )
 
 
 def as_onnx_strings(name: str, array: np.ndarray) -> np.ndarray:

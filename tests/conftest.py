@@ -8,6 +8,15 @@ import pytest
 
 from tests.support.processes import ServerProcess, serve
 
+#: both gRPC cores serve the same request path; the integration tests run on each
+GRPC_CORES = ("aio", "threads")
+
+
+@pytest.fixture(scope="module", params=GRPC_CORES)
+def grpc_core(request: pytest.FixtureRequest) -> str:
+    """The gRPC core (``--grpc-core``) of the server under test."""
+    return str(request.param)
+
 
 @pytest.fixture(scope="session")
 def example_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:

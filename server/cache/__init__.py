@@ -18,7 +18,7 @@ from tensorgate.server.cache.key import (
     request_key,
 )
 from tensorgate.server.cache.observer import CacheObserver, CacheStats, Outcome
-from tensorgate.server.cache.response_cache import ResponseCache
+from tensorgate.server.cache.response_cache import Lookup, ResponseCache, shared
 
 __all__ = [
     "TRANSPORT_PARAMETERS",
@@ -26,10 +26,12 @@ __all__ = [
     "CacheObserver",
     "CacheStats",
     "CorruptValueError",
+    "Lookup",
     "Outcome",
     "ResponseCache",
     "decode_outputs",
     "encode_outputs",
     "is_key_parameter",
     "request_key",
+    "shared",
 ]

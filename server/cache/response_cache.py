@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,48 @@ class ResponseCache:
         """Bytes held by the disk tier, all processes together (one SQLite query: for scrapes)."""
         return self._disk.volume() if self._disk is not None else 0
 
+    def begin(self, model: str, key: bytes) -> Lookup:
+        """The first step of a lookup: a hit, the flight to wait for, or the lead of a miss.
+
+        The caller drives the rest (no callback): a leader computes and calls :meth:`fill` or
+        :meth:`abandon`; a follower waits for ``lookup.flight`` and reads it with :func:`shared`.
+        """
+        start = time.monotonic()
+        outputs = self._memory.get(key)
+        if outputs is not None:
+            self.observer.on_hit(model, Outcome.MEMORY_HIT, time.monotonic() - start)
+            return Lookup(start, dict(outputs), Outcome.MEMORY_HIT)
+        flight, leader = self._flights.join(key)
+        if not leader:
+            return Lookup(start, None, Outcome.SHARED_HIT, flight)
+        try:
+            stored = self._from_disk(key)
+        except BaseException as error:  # waiters must wake whatever happens here
+            self._flights.fail(key, error)
+            raise
+        if stored is not None:
+            self._flights.succeed(key, stored)
+            self.observer.on_hit(model, Outcome.DISK_HIT, time.monotonic() - start)
+            return Lookup(start, dict(stored), Outcome.DISK_HIT)
+        self.observer.on_miss(model, time.monotonic() - start)
+        return Lookup(start, None, Outcome.MISS)
+
+    def fill(self, key: bytes, outputs: Outputs, ttl_s: float) -> None:
+        """A leader's computed outputs: stored in both tiers and handed to its followers."""
+        try:
+            shared = self._store(key, outputs, ttl_s)
+        except BaseException as error:
+            self._flights.fail(key, error)
+            raise
+        self._flights.succeed(key, shared)
+
+    def abandon(self, key: bytes, error: BaseException) -> None:
+        """A leader's computation failed: its followers get the error (or retry, see below)."""
+        self._flights.fail(key, error)
+
+    def on_shared(self, model: str, lookup: Lookup) -> None:
+        self.observer.on_hit(model, Outcome.SHARED_HIT, time.monotonic() - lookup.started)
+
     def get_or_compute(
         self,
         model: str,
@@ -98,27 +141,30 @@ class ResponseCache:
         deadline: float | None = None,
         ttl_s: float = 0.0,
     ) -> tuple[Outputs, Outcome]:
-        """The outputs under ``key``, computing and storing them on a miss.
+        """The outputs under ``key``, computing and storing them on a miss (a blocking driver of
+        :meth:`begin`, for callers that compute in their own thread).
 
         Identical concurrent misses run ``compute`` once; the others wait for it until their own
         ``deadline`` (``time.monotonic()``), then raise DeadlineExceededError. They share the
         leader's error, except one of :data:`LEADERS_OWN_ERRORS` (its deadline passed, its caller
         went away): then they try again, and one of them leads. Returned hits are read-only arrays.
         """
-        start = time.monotonic()
         while True:
-            outputs = self._memory.get(key)
+            lookup = self.begin(model, key)
+            if lookup.outputs is not None:
+                return lookup.outputs, lookup.outcome
+            if lookup.flight is None:
+                try:
+                    outputs = compute()
+                except BaseException as error:
+                    self.abandon(key, error)
+                    raise
+                self.fill(key, outputs, ttl_s)
+                return outputs, Outcome.MISS
+            outputs = shared(_wait(lookup.flight, deadline))
             if outputs is not None:
-                self.observer.on_hit(model, Outcome.MEMORY_HIT, time.monotonic() - start)
-                return dict(outputs), Outcome.MEMORY_HIT
-            flight, leader = self._flights.join(key)
-            if leader:
-                return self._lead(model, key, compute, ttl_s, start)
-            outputs = _wait(flight, deadline)
-            if outputs is None:
-                continue  # the leader's request failed for its own reasons: try again
-            self.observer.on_hit(model, Outcome.SHARED_HIT, time.monotonic() - start)
-            return dict(outputs), Outcome.SHARED_HIT
+                self.on_shared(model, lookup)
+                return outputs, Outcome.SHARED_HIT
 
     def flush(self, timeout_s: float) -> bool:
         """Waits until queued disk writes have landed; False on timeout. For tests and shutdown."""
@@ -136,29 +182,6 @@ class ResponseCache:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def _lead(
-        self,
-        model: str,
-        key: bytes,
-        compute: Callable[[], Outputs],
-        ttl_s: float,
-        start: float,
-    ) -> tuple[Outputs, Outcome]:
-        try:
-            shared = self._from_disk(key)
-            if shared is not None:
-                self.observer.on_hit(model, Outcome.DISK_HIT, time.monotonic() - start)
-                outputs, outcome = dict(shared), Outcome.DISK_HIT
-            else:
-                self.observer.on_miss(model, time.monotonic() - start)
-                outputs, outcome = compute(), Outcome.MISS
-                shared = self._store(key, outputs, ttl_s)
-        except BaseException as error:  # waiters must wake whatever happens here
-            self._flights.fail(key, error)
-            raise
-        self._flights.succeed(key, shared)
-        return outputs, outcome
 
     def _from_disk(self, key: bytes) -> Outputs | None:
         if self._disk is None:
@@ -205,15 +228,31 @@ def _frozen_copy(array: np.ndarray) -> np.ndarray:
     return copy
 
 
-def _wait(flight: Future[Outputs], deadline: float | None) -> Outputs | None:
-    """The flight's outputs, or its error; None when the error was the leader's own request's.
-    DeadlineExceededError when ``deadline`` passes first."""
+def _wait(flight: Future[Outputs], deadline: float | None) -> Future[Outputs]:
+    """The flight, once done; DeadlineExceededError when ``deadline`` passes first."""
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     done, _ = futures.wait([flight], timeout)
     if not done:
         raise DeadlineExceededError(
             "deadline passed while waiting for an identical request's result"
         )
+    return flight
+
+
+def shared(flight: Future[Outputs]) -> Outputs | None:
+    """A finished flight's outputs (a copy of the dict), or its error; None when the error was the
+    leader's own request's (try again)."""
     if isinstance(flight.exception(), LEADERS_OWN_ERRORS):
         return None
-    return flight.result()
+    return dict(flight.result())
+
+
+@dataclass(slots=True)
+class Lookup:
+    """Where :meth:`ResponseCache.begin` left a request: ``outputs`` on a hit; else ``flight`` to
+    wait for (a follower), or neither (the leader of a miss, which must fill or abandon)."""
+
+    started: float
+    outputs: Outputs | None
+    outcome: Outcome
+    flight: Future[Outputs] | None = None

@@ -26,9 +26,11 @@ def execution_count(target: str, model: str) -> tuple[int, int]:
     return stats.execution_count, stats.inference_stats.success.count
 
 
-def test_256_concurrent_callers_all_succeed_and_get_their_own_rows(tmp_path: Path) -> None:
+def test_256_concurrent_callers_all_succeed_and_get_their_own_rows(
+    tmp_path: Path, grpc_core: str
+) -> None:
     x_test = np.random.default_rng(0).uniform(0, 16, (1024, 64)).astype(np.float32)
-    with serve(EXAMPLE_MODELS, "--models", "digits", log_dir=tmp_path) as server:
+    with serve(EXAMPLE_MODELS, "--models", "digits", log_dir=tmp_path, core=grpc_core) as server:
         with Client(server.target) as client:
             expected = np.concatenate(
                 [
@@ -57,7 +59,7 @@ def test_256_concurrent_callers_all_succeed_and_get_their_own_rows(tmp_path: Pat
     assert runs < served, "concurrent requests were never merged into batches"
 
 
-def test_a_stream_is_pipelined_not_served_one_at_a_time(tmp_path: Path) -> None:
+def test_a_stream_is_pipelined_not_served_one_at_a_time(tmp_path: Path, grpc_core: str) -> None:
     # the batcher waits up to 100 ms for a fuller batch: a stream served one request at a time gives
     # 64 runs of one; a pipelined stream has its requests meet in the queue and share a few runs
     repository = tmp_path / "models"
@@ -65,7 +67,7 @@ def test_a_stream_is_pipelined_not_served_one_at_a_time(tmp_path: Path) -> None:
     (repository / "digits" / "config.toml").write_text(
         "max_batch_size = 64\n[dynamic_batching]\nmax_queue_delay_us = 100000\n"
     )
-    with serve(repository, log_dir=tmp_path) as server:
+    with serve(repository, log_dir=tmp_path, core=grpc_core) as server:
         pixels = np.zeros((1, 64), np.float32)
 
         async def run() -> list:
@@ -79,14 +81,16 @@ def test_a_stream_is_pipelined_not_served_one_at_a_time(tmp_path: Path) -> None:
     assert runs <= 8, f"{runs} runs for 64 stream requests: the stream was not pipelined"
 
 
-def test_beyond_the_queue_bound_the_only_failure_is_resource_exhausted(tmp_path: Path) -> None:
+def test_beyond_the_queue_bound_the_only_failure_is_resource_exhausted(
+    tmp_path: Path, grpc_core: str
+) -> None:
     repository = tmp_path / "models"
     shutil.copytree(EXAMPLE_MODELS / "cnn", repository / "cnn")
     (repository / "cnn" / "config.toml").write_text(
         "max_batch_size = 1\n[dynamic_batching]\nmax_queue_size = 4\n[warmup]\ncount = 1\n"
     )
     image = np.zeros((1, 3, 32, 32), np.float32)
-    with serve(repository, log_dir=tmp_path) as server:
+    with serve(repository, log_dir=tmp_path, core=grpc_core) as server:
 
         async def run() -> list[object]:
             async with AsyncClient(

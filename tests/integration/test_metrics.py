@@ -40,7 +40,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver
+    tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver, grpc_core: str
 ) -> Iterator[tuple[ServerProcess, int]]:
     metrics_port = free_port()
     env = {
@@ -56,6 +56,7 @@ def server(
         str(metrics_port),
         env=env,
         log_dir=tmp_path_factory.mktemp("metrics"),
+        core=grpc_core,
     ) as process:
         yield process, metrics_port
 
@@ -96,7 +97,7 @@ def test_series_carry_the_documented_names_and_labels(server: tuple[ServerProces
     assert not any(name.startswith("tensorgate_gpu") for name, _ in found)
 
 
-def test_expired_requests_count_as_rejected(tmp_path: Path) -> None:
+def test_expired_requests_count_as_rejected(tmp_path: Path, grpc_core: str) -> None:
     metrics_port = free_port()
     env = {"TENSORGATE_FAULT_LATENCY_MS": "50"}
     with (
@@ -108,6 +109,7 @@ def test_expired_requests_count_as_rejected(tmp_path: Path) -> None:
             str(metrics_port),
             env=env,
             log_dir=tmp_path,
+            core=grpc_core,
         ) as process,
         Client(process.target) as client,
     ):

@@ -16,8 +16,10 @@ from tests.support.processes import EXAMPLE_MODELS, free_port, health_status, se
 from tests.support.waiting import wait_until
 
 
-def test_sigterm_under_load_drains_with_no_failed_request(tmp_path: Path) -> None:
-    with serve(EXAMPLE_MODELS, "--models", "digits", drain_seconds=1.5, log_dir=tmp_path) as server:
+def test_sigterm_under_load_drains_with_no_failed_request(tmp_path: Path, grpc_core: str) -> None:
+    with serve(
+        EXAMPLE_MODELS, "--models", "digits", drain_seconds=1.5, log_dir=tmp_path, core=grpc_core
+    ) as server:
         pixels = np.zeros((1, 64), np.float32)
         done = threading.Event()
         successes: list[int] = [0] * 4
@@ -74,7 +76,7 @@ def inflight(metrics_port: int) -> float:
     raise AssertionError("tensorgate_inflight_requests is not exposed")
 
 
-def test_requests_in_flight_finish_within_the_grace_period(tmp_path: Path) -> None:
+def test_requests_in_flight_finish_within_the_grace_period(tmp_path: Path, grpc_core: str) -> None:
     # a 300 ms injected latency: requests accepted just before SIGTERM must still complete
     env = {"TENSORGATE_FAULT_LATENCY_MS": "300"}
     metrics_port = free_port()
@@ -87,6 +89,7 @@ def test_requests_in_flight_finish_within_the_grace_period(tmp_path: Path) -> No
         env=env,
         drain_seconds=0.0,
         log_dir=tmp_path,
+        core=grpc_core,
     ) as server:
         results: list[object] = []
 

@@ -14,10 +14,10 @@ from tests.support.processes import EXAMPLE_MODELS, REPO_ROOT, serve
 
 
 @pytest.fixture(scope="module")
-def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def seen(tmp_path_factory: pytest.TempPathFactory, grpc_core: str) -> dict[str, object]:
     root = tmp_path_factory.mktemp("triton")
     repository = make_test_repository(root / "models", EXAMPLE_MODELS)
-    with serve(repository, log_dir=root) as server:
+    with serve(repository, log_dir=root, core=grpc_core) as server:
         result = subprocess.run(
             [
                 sys.executable,

@@ -57,6 +57,7 @@ def serve(
     drain_seconds: float = 0.2,
     wait: bool = True,
     port: int | None = None,
+    core: str | None = None,
 ) -> Iterator[ServerProcess]:
     """Runs ``tensorgate serve`` on a free port until the block ends; the log goes to a file."""
     port = port or free_port()
@@ -68,6 +69,7 @@ def serve(
             "--port", str(port),
             "--metrics-port", "0",
             "--drain-seconds", str(drain_seconds),
+            *(("--grpc-core", core) if core else ()),
             *args,
         ],
         env={"TENSORGATE_CACHE_ENABLED": "false", **(env or {})},

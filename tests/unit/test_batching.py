@@ -7,6 +7,7 @@ request in the thread that submits it, so that first request comes from a thread
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from tensorgate.server.batching import DynamicBatcher, Feed, Runner
+from tensorgate.server.batching import BatchEvent, DynamicBatcher, Feed, Runner
 from tensorgate.server.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -125,17 +126,11 @@ class Recorder:
         self.contexts: list[object] = []
         self.rejects: list[str] = []
 
-    def on_batch(
-        self,
-        batch_size: int,
-        queue_seconds: Sequence[float],
-        compute_seconds: float,
-        trace_contexts: Sequence[object],
-    ) -> None:
-        assert all(seconds >= 0 for seconds in queue_seconds) and compute_seconds >= 0
-        self.sizes.append(batch_size)
-        self.waits.extend(queue_seconds)
-        self.contexts.extend(trace_contexts)
+    def on_batch(self, event: BatchEvent) -> None:
+        assert all(seconds >= 0 for seconds in event.queue_seconds) and event.compute_seconds >= 0
+        self.sizes.append(event.batch_size)
+        self.waits.extend(event.queue_seconds)
+        self.contexts.extend(event.trace_contexts)
 
     def on_reject(self, reason: str) -> None:
         self.rejects.append(reason)
@@ -183,7 +178,7 @@ def make_batcher() -> Iterator[MakeBatcher]:
             max_batch_size=max_batch_size,
             config=DynamicBatchingConfig.model_validate(config),
             batchable=batchable,
-            observer=recorder,
+            observers=[recorder] if recorder is not None else [],
         )
         made.append(batcher)
         return batcher
@@ -311,8 +306,39 @@ def test_max_batch_size_caps_the_rows_of_a_run(session, make_batcher, held):
     first.result(WAIT)
     for rid, inputs in queued.items():
         assert_same(futures[rid].result(WAIT), expected(session, inputs, ()))
-    # 4 does not fit after 1, 2, 3 (4 rows), and 6 waits for 5, which is too big to share a run.
-    assert gate.batches == [[0], [1, 2, 2, 3], [4, 4], [5] * 6, [6]]
+    # 4 does not fit after 1, 2, 3 (4 rows), and 6 waits for 5, which is too big to share a run:
+    # 5 runs alone, in runs of at most 4 rows, and its caller gets one answer (checked above).
+    assert gate.batches == [[0], [1, 2, 2, 3], [4, 4], [5] * 4, [5] * 2, [6]]
+
+
+def test_loop_callers_of_one_batch_are_woken_by_one_loop_callback(session, make_batcher, held):
+    """grpc.aio callers await on their loop; a finished batch wakes them all at once."""
+    gate = Gate(session_runner(session))
+    batcher = make_batcher([gate], max_batch_size=8)
+    first = held(gate, batcher, request(0))
+    loop = asyncio.new_event_loop()
+    callbacks = []
+    schedule = loop.call_soon_threadsafe
+
+    def counting(callback, *args):
+        callbacks.append(callback)
+        return schedule(callback, *args)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        inputs = {rid: request(rid) for rid in (1, 2, 3)}
+        queued = {rid: batcher.submit(feed, (), loop=loop) for rid, feed in inputs.items()}
+        gate.open()
+        first.result(WAIT)
+        results = loop.run_until_complete(
+            asyncio.wait_for(asyncio.gather(*(r.waiter for r in queued.values())), WAIT)
+        )
+    finally:
+        loop.close()
+    assert gate.batches == [[0], [1, 2, 3]]
+    assert len(callbacks) == 1
+    for result, feed in zip(results, inputs.values(), strict=True):
+        assert_same(result, expected(session, feed, ()))
 
 
 def test_preferred_sizes_cut_the_batch(session, make_batcher, held):

@@ -86,6 +86,16 @@ def test_bytes_element_count_must_match_shape() -> None:
         from_raw(raw, "BYTES", (3,), "s")
 
 
+def test_bytes_count_is_checked_against_the_shape_before_parsing() -> None:
+    # a billion elements cannot fit in 8 bytes: refused without allocating for them
+    with pytest.raises(TensorCodecError, match=r"expects 1000000000 BYTES elements, received 2 at"):
+        from_raw(b"\0" * 8, "BYTES", (10**9,), "s")
+    # more elements than the shape: parsing stops at the first one beyond it
+    raw = to_raw(np.array([b""] * 1000, dtype=object))
+    with pytest.raises(TensorCodecError, match=r"expects 2 BYTES elements, received more"):
+        from_raw(raw, "BYTES", (2,), "s")
+
+
 def test_typed_contents_count_and_range_are_checked() -> None:
     contents = pb.InferTensorContents(int_contents=[1, 2, 300])
     with pytest.raises(TensorCodecError, match="outside the range of INT8"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tensorgate.server.batching import BatchEvent
 from tensorgate.server.errors import ResourceExhaustedError
 from tensorgate.server.metrics import Metrics, ModelStateCollector
 from tests.unit.test_alert_rules import HISTOGRAMS, TENSORGATE_METRICS
@@ -23,7 +24,7 @@ def exposed() -> dict[str, set[str]]:
     except ResourceExhaustedError:
         pass
     observer = metrics.batch_observer("digits")
-    observer.on_batch(4, [0.001] * 4, 0.002, [])
+    observer.on_batch(BatchEvent(4, [0.001] * 4, 0.002, []))
     observer.on_reject("queue_full")
     metrics.on_hit("digits", "memory", 0.00001)
     metrics.on_miss("digits", 0.00001)

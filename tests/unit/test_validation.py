@@ -43,10 +43,6 @@ def test_valid_request_passes() -> None:
             r"input 'pixels': dimension 1 must be 64 .*received 65",
         ),
         (lambda r: r.update(mask=np.ones((2, 2), bool)), r"inputs disagree on the batch size"),
-        (
-            lambda r: r.update(pixels=np.zeros((9, 64), np.float32), mask=np.ones((9, 2), bool)),
-            r"batch size 9 exceeds the model's max_batch_size 8",
-        ),
     ],
 )
 def test_bad_inputs_are_named(change: object, message: str) -> None:
@@ -61,6 +57,11 @@ def test_unknown_requested_output_is_named() -> None:
         InvalidInputError, match=r"requested output 'logits' is unknown; .*\['label'\]"
     ):
         check(good(), ("logits",))
+
+
+def test_a_batch_above_max_batch_size_is_accepted() -> None:
+    """The limit bounds what the batcher merges, not what a caller may send."""
+    check({"pixels": np.zeros((9, 64), np.float32), "mask": np.ones((9, 2), bool)}, max_batch=8)
 
 
 def test_unbatched_model_accepts_any_leading_dimension() -> None:
