@@ -33,6 +33,8 @@ from tensorgate.server.settings import Settings
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1
+#: the same signal again within this many seconds is one signal (delivered twice, not sent twice)
+SAME_SIGNAL_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Beyond drain + grace, how long a stopping worker may take before it is killed.
 EXIT_MARGIN_SECONDS = 5.0
@@ -82,6 +84,7 @@ class Supervisor:
         self.workers = [Slot(self._worker_child(i)) for i in range(config.layout.workers)]
         self.envoy: Slot | None = None
         self._signals: list[int] = []
+        self._last_signal_at: dict[int, float] = {}
         self._rolling: Iterator[None] | None = None
 
     # -- children
@@ -94,6 +97,7 @@ class Supervisor:
             "--host", "127.0.0.1",
             "--port", str(layout.worker_port(index)),
             "--metrics-port", str(layout.worker_metrics_port(index)),
+            *model_control_arguments(self.config.server),
         ]  # fmt: skip
         return Child(f"worker {index}", argv, env=worker_environment(layout.workers))
 
@@ -114,6 +118,13 @@ class Supervisor:
     # -- signals
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        """Queues a signal. The same signal again within SAME_SIGNAL_SECONDS counts once: `make`
+        and a terminal each deliver a Ctrl-C, and a group-wide SIGTERM arrives twice through make."""
+        now = time.monotonic()
+        last = self._last_signal_at.get(signum)
+        self._last_signal_at[signum] = now
+        if last is not None and now - last < SAME_SIGNAL_SECONDS:
+            return
         self._signals.append(signum)
 
     def _take_signal(self) -> int | None:
@@ -294,6 +305,15 @@ class Supervisor:
                 return False
             time.sleep(TICK_SECONDS)
         return done()
+
+
+def model_control_arguments(server: Settings) -> list[str]:
+    """The readiness and model control flags every worker gets, so the fleet agrees."""
+    arguments = [
+        "--model-control-mode", server.model_control_mode,
+        "--repository-poll-seconds", str(server.repository_poll_seconds),
+    ]  # fmt: skip
+    return arguments if server.strict_readiness else [*arguments, "--no-strict-readiness"]
 
 
 def worker_environment(workers: int) -> dict[str, str]:

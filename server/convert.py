@@ -11,6 +11,7 @@ from tensorgate.client._messages import ParameterValue, read_parameter, set_para
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.service import InferRequest, InferResponse, request_deadline
+from tensorgate.server.validation import check_one_content_kind, check_wire_shape
 
 #: a gRPC call without a deadline reports an "infinite" time remaining; treat anything this far out as none
 _NO_DEADLINE_S = 365 * 24 * 3600.0
@@ -40,10 +41,8 @@ def decode_infer_request(message: pb.ModelInferRequest, deadline: float | None) 
             if tensor.name in inputs:
                 raise InvalidInputError(f"input '{tensor.name}' is given twice")
             shape = tuple(tensor.shape)
-            if any(d < 0 for d in shape):
-                raise InvalidInputError(
-                    f"input '{tensor.name}': shape {list(shape)} has a negative dimension"
-                )
+            check_wire_shape(tensor.name, shape, tensor.datatype)
+            check_one_content_kind(tensor.name, bool(raw), tensor.contents.ByteSize())
             if raw:
                 inputs[tensor.name] = from_raw(raw[index], tensor.datatype, shape, tensor.name)
             else:

@@ -9,9 +9,12 @@ from typing import Any
 
 import grpc
 
+from tensorgate.server.error_log import ErrorLog
 from tensorgate.server.errors import TensorgateError
 
 log = logging.getLogger(__name__)
+#: unexpected failures: the traceback once per distinct error per minute
+unexpected = ErrorLog(log)
 
 GENERIC_MESSAGE = "internal error; the server log has the details"
 
@@ -19,7 +22,7 @@ GENERIC_MESSAGE = "internal error; the server log has the details"
 def _abort(context: grpc.ServicerContext, error: Exception, method: str) -> None:
     if isinstance(error, TensorgateError):
         context.abort(error.code, error.message)
-    log.exception("unexpected failure in %s", method)
+    unexpected.report(error, method)
     context.abort(grpc.StatusCode.INTERNAL, GENERIC_MESSAGE)
 
 

@@ -11,11 +11,11 @@ import numpy as np
 
 from tensorgate.client._messages import ParameterValue
 from tensorgate.server.cache import ResponseCache
-from tensorgate.server.errors import DeadlineExceededError, InvalidInputError, RequestCancelledError
+from tensorgate.server.errors import DeadlineExceededError, RequestCancelledError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.models import ModelManager, ServedModel
 from tensorgate.server.tracing import Tracing
-from tensorgate.server.validation import validate_request
+from tensorgate.server.validation import cache_parameter, timeout_seconds, validate_request
 
 #: registers a callback to run when the caller goes away (a cancelled RPC)
 CancelHook = Callable[[Callable[[], None]], object]
@@ -49,11 +49,7 @@ def request_deadline(
     timeout = parameters.get("timeout")
     if timeout is None:
         return transport_deadline
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-        raise InvalidInputError(
-            f"parameter 'timeout': expected a non-negative number of microseconds, received {timeout!r}"
-        )
-    own = time.monotonic() + float(timeout) / 1e6
+    own = time.monotonic() + timeout_seconds(timeout)
     return own if transport_deadline is None else min(own, transport_deadline)
 
 
@@ -105,11 +101,8 @@ class InferenceService:
         return InferResponse(request.model, model.version, request.id, outputs, parameters)
 
     def _uses_cache(self, model: ServedModel, request: InferRequest) -> bool:
-        return (
-            self._cache is not None
-            and model.config.cache_enabled
-            and request.parameters.get("cache", True) is not False
-        )
+        wanted = cache_parameter(request.parameters)
+        return self._cache is not None and model.config.cache_enabled and wanted
 
     def _cached(
         self,
@@ -164,3 +157,6 @@ class InferenceService:
             raise RequestCancelledError(
                 f"model '{model.name}': the request was cancelled"
             ) from None
+        except BaseException:
+            future.cancel()  # whatever ends the wait, queued work is not left to run for nobody
+            raise

@@ -19,6 +19,7 @@ from tensorgate.server.convert import (
     transport_deadline,
 )
 from tensorgate.server.errors import ModelNotFoundError, TensorgateError
+from tensorgate.server.interceptors import unexpected
 from tensorgate.server.metrics import Metrics
 from tensorgate.server.models import ModelState, ServedModel
 from tensorgate.server.service import CancelHook, InferenceService
@@ -164,13 +165,13 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        self._models.load(request.model_name)
+        self._models.request_load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        self._models.unload(request.model_name)
+        self._models.request_unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # -- inference
@@ -246,8 +247,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                 return pb.ModelStreamInferResponse(infer_response=response)
             except TensorgateError as error:
                 text = error.message
-            except Exception:
-                log.exception("stream request %r failed", message.id)
+            except Exception as error:
+                unexpected.report(error, "ModelStreamInfer")
                 text = "internal error"
             return pb.ModelStreamInferResponse(
                 error_message=text,

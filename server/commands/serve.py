@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0: off)")
     parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+    add_model_control_arguments(parser)
     parser.add_argument("--grpc-threads", type=int, help="handler threads (default: from batching)")
     parser.add_argument("--max-concurrent-rpcs", type=int)
     parser.add_argument("--max-message-bytes", type=int)
@@ -40,6 +42,26 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", type=Path, help="disk cache directory")
     parser.add_argument("--log-level")
+
+
+def add_model_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """Readiness and model control flags, shared by `serve` and `up` (which passes them on)."""
+    parser.add_argument(
+        "--no-strict-readiness",
+        dest="strict_readiness",
+        action="store_const",
+        const=False,
+        help="SERVING when at least one model is ready (default: only when none failed to load)",
+    )
+    parser.add_argument(
+        "--model-control-mode",
+        choices=("none", "explicit", "poll"),
+        help="none (default): RepositoryModelLoad/Unload refused; explicit: allowed; "
+        "poll: the workers follow the repository on disk",
+    )
+    parser.add_argument(
+        "--repository-poll-seconds", type=float, help="poll mode: seconds between two reads"
+    )
 
 
 def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -77,8 +99,16 @@ def run_worker(settings: Settings) -> int:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from tensorgate.server.errors import RepositoryError
+    from tensorgate.server.repository import check_repository
+
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
+    try:
+        check_repository(settings.model_repository)
+    except RepositoryError as error:
+        print(f"tensorgate serve: {error.message}", file=sys.stderr)
+        return 2
     if settings.workers > 1:
         from tensorgate.server.workers import run_workers
 

@@ -10,6 +10,9 @@ from pathlib import Path
 from tensorgate.balancer.envoy import EnvoyNotFound, envoy_binary
 from tensorgate.balancer.ports import PortLayout, busy_ports
 from tensorgate.balancer.supervisor import StackConfig, Supervisor, usable_cores
+from tensorgate.server.commands.serve import add_model_control_arguments
+from tensorgate.server.errors import RepositoryError
+from tensorgate.server.repository import check_repository
 from tensorgate.server.settings import Settings
 
 HELP = "start N workers behind Envoy (least-request, health checks, retries) and supervise them"
@@ -31,11 +34,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--model-repository", type=Path, default=None, help="<repo>/<model>/<version>/model.onnx"
     )
+    add_model_control_arguments(parser)
     parser.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    overrides = {"model_repository": args.model_repository} if args.model_repository else {}
+    overrides = {
+        name: getattr(args, name)
+        for name in ("model_repository", "strict_readiness", "model_control_mode")
+        if getattr(args, name) is not None
+    }
+    if args.repository_poll_seconds is not None:
+        overrides["repository_poll_seconds"] = args.repository_poll_seconds
     settings = Settings(**overrides)
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -51,8 +61,10 @@ def handle(args: argparse.Namespace) -> int:
     except (ValueError, EnvoyNotFound) as err:
         print(f"tensorgate up: {err}", file=sys.stderr)
         return 2
-    if not settings.model_repository.is_dir():
-        print(f"tensorgate up: no model repository at {settings.model_repository}", file=sys.stderr)
+    try:
+        check_repository(settings.model_repository)
+    except RepositoryError as err:
+        print(f"tensorgate up: {err.message}", file=sys.stderr)
         return 2
     busy = busy_ports(layout.all_ports())
     if busy:
@@ -71,6 +83,7 @@ def banner(config: StackConfig) -> str:
             f"  gRPC front door   {config.balancer.listen_host}:{layout.port}",
             f"  worker metrics    {metrics}",
             f"  Envoy stats       http://127.0.0.1:{layout.admin_port}/stats/prometheus",
-            "Ctrl-C drains and stops; SIGHUP restarts the workers one at a time.",
+            "Ctrl-C drains and stops (a second Ctrl-C kills at once); "
+            "SIGHUP restarts the workers one at a time.",
         ]
     )
