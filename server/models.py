@@ -367,9 +367,9 @@ class ModelManager:
             if number != int(model.version):
                 if number in self.repository.versions(name):
                     raise ModelUnavailableError(
-                        f"model '{name}' version {number} is not loaded; version {model.version} is"
+                        f"model '{name}' version '{number}' is not loaded; version {model.version} is"
                     )
-                raise ModelNotFoundError(f"model '{name}' has no version {number}")
+                raise ModelNotFoundError(f"model '{name}' has no version '{number}'")
         return model
 
     def metric_labels(self, name: str, version: str) -> tuple[str, str]:

@@ -27,7 +27,8 @@ MAX_MESSAGE_BYTES = 1_000_000
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("repo")
     repository = make_test_repository(root / "models", EXAMPLE_MODELS)
-    with serve(repository, "--max-message-bytes", str(MAX_MESSAGE_BYTES), log_dir=root) as process:
+    args = ("--max-message-bytes", str(MAX_MESSAGE_BYTES), "--model-control-mode", "explicit")
+    with serve(repository, *args, log_dir=root) as process:
         yield process
 
 
