@@ -9,6 +9,7 @@ import re
 import string
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -154,12 +155,20 @@ def test_each_bad_input_gets_its_status_and_the_server_keeps_serving(
 def test_a_timeout_beyond_what_the_server_can_wait_is_clamped(
     stub: GRPCInferenceServiceStub,
 ) -> None:
-    for value in (pb.InferParameter(int64_param=2**63 - 1), pb.InferParameter(double_param=1e300)):
-        request = digits_request(
-            parameters={"timeout": value, "cache": pb.InferParameter(bool_param=False)}
+    """Sent by many callers at once, so that some wait on a busy model."""
+    no_cache = pb.InferParameter(bool_param=False)
+    huge = (pb.InferParameter(int64_param=2**63 - 1), pb.InferParameter(double_param=1e300))
+    requests = [
+        digits_request(
+            shape=[64, 64],
+            raw=np.zeros((64, 64), np.float32).tobytes(),
+            parameters={"timeout": huge[i % 2], "cache": no_cache},
         )
-        response = stub.ModelInfer(request, timeout=20)
-        assert response.model_version == "1"
+        for i in range(64)
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda r: stub.ModelInfer(r, timeout=60), requests))
+    assert {a.model_version for a in answers} == {"1"}
 
 
 def test_version_01_is_version_1(stub: GRPCInferenceServiceStub) -> None:
@@ -183,6 +192,8 @@ def test_metric_series_stay_bounded_whatever_names_and_versions_callers_send(
 
     for index in range(200):
         request = digits_request(version=noise(rng.randint(1, 12)) if index % 3 else "")
+        if index % 7 == 0:
+            request.model_version = "0" * rng.randint(1, 30) + "1"
         if index % 2:
             request.model_name = noise(rng.randint(1, 20))
         if index % 5 == 0:
@@ -194,9 +205,12 @@ def test_metric_series_stay_bounded_whatever_names_and_versions_callers_send(
     port = server.metrics_port  # type: ignore[attr-defined]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
-    labels = set(
-        re.findall(r'^tensorgate_requests_total\{model="([^"]*)",version="([^"]*)"', text, re.M)
-    )
+    series = [
+        dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        for labels in re.findall(r"^tensorgate_requests_total\{([^}]*)\}", text, re.M)
+    ]
+    labels = {(one["model"], one["version"]) for one in series}
+    assert ("digits", "1") in labels, series
     served = {"digits", "failing", "_unknown"}
     assert {model for model, _ in labels} <= served, labels
     assert {version for _, version in labels} <= {"", "1", "_unknown"}, labels
