@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 UP_ARGS ?=
 
-.PHONY: run test install-dev install-server system-deps proto lint wheel-check bench clean
+.PHONY: run test install-dev install-server system-deps proto lint wheel-check bench clean docs-settings
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,13 +46,18 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## builds the wheel and imports the light client from it, in a venv without ONNX Runtime
+## builds the wheel, installs it alone (the light client) and runs its `tensorgate` against a real server
 wheel-check: install-dev
 	rm -rf build/wheel-check dist
 	$(BIN)/python -m build --wheel --outdir dist -q . >/dev/null
 	$(PYTHON) -m venv build/wheel-check
 	build/wheel-check/bin/pip install -q dist/tensorgate-*.whl
 	cd /tmp && $(CURDIR)/build/wheel-check/bin/python -c "import importlib.util, tensorgate.client, tensorgate.proto.inference_pb2_grpc; assert importlib.util.find_spec('onnxruntime') is None; print('wheel-check: client imports from the wheel without onnxruntime')"
+	$(BIN)/python -m tests.support.wheel_check $(CURDIR)/build/wheel-check/bin
 
 clean:
 	rm -rf build dist .pytest_cache
+
+## docs/settings.md, generated from server/settings.py (tests/unit/test_settings.py fails when stale)
+docs-settings: install-dev
+	$(BIN)/python -c 'from tensorgate.server.flags import settings_markdown; open("docs/settings.md", "w").write(settings_markdown())'

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from tensorgate.balancer.ports import PortLayout
 from tensorgate.balancer.processes import Child
 from tensorgate.balancer.settings import BalancerSettings, Endpoint
 from tensorgate.server.settings import Settings
+from tensorgate.server.workers import worker_command
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +52,22 @@ class StackConfig:
     startup_timeout_seconds: float = 120.0
 
     @classmethod
-    def build(cls, model_repository: Path, layout: PortLayout, server: Settings) -> StackConfig:
+    def build(
+        cls,
+        model_repository: Path,
+        layout: PortLayout,
+        server: Settings,
+        listen_host: str | None = None,
+    ) -> StackConfig:
+        """``listen_host`` binds the front door (unset: the balancer settings' own default)."""
+        overrides = {"listen_host": listen_host} if listen_host else {}
         balancer = BalancerSettings.for_server(
             server,
             target="local",
             endpoints=[Endpoint(port=p) for p in layout.worker_ports()],
             port=layout.port,
             admin_port=layout.admin_port,
+            **overrides,
         )
         return cls(model_repository, layout, server, balancer)
 
@@ -91,15 +100,19 @@ class Supervisor:
 
     def _worker_child(self, index: int) -> Child:
         layout = self.config.layout
-        argv = [
-            sys.executable, "-m", "tensorgate.server.cli", "serve",
-            "--model-repository", str(self.config.model_repository),
-            "--host", "127.0.0.1",
-            "--port", str(layout.worker_port(index)),
-            "--metrics-port", str(layout.worker_metrics_port(index)),
-            *model_control_arguments(self.config.server),
-        ]  # fmt: skip
-        return Child(f"worker {index}", argv, env=worker_environment(layout.workers))
+        settings = self.config.server.model_copy(
+            update={
+                "model_repository": self.config.model_repository,
+                "host": "127.0.0.1",
+                "port": layout.worker_port(index),
+                "metrics_port": layout.worker_metrics_port(index),
+                "workers": 1,
+                "intra_op_threads": self.config.server.intra_op_threads
+                or max(1, usable_cores() // layout.workers),
+            }
+        )
+        argv, env = worker_command(settings=settings)
+        return Child(f"worker {index}", argv, env=env)
 
     def _start(self, slot: Slot) -> None:
         slot.child.start()
@@ -305,24 +318,6 @@ class Supervisor:
                 return False
             time.sleep(TICK_SECONDS)
         return done()
-
-
-def model_control_arguments(server: Settings) -> list[str]:
-    """The readiness and model control flags every worker gets, so the fleet agrees."""
-    arguments = [
-        "--model-control-mode", server.model_control_mode,
-        "--repository-poll-seconds", str(server.repository_poll_seconds),
-    ]  # fmt: skip
-    return arguments if server.strict_readiness else [*arguments, "--no-strict-readiness"]
-
-
-def worker_environment(workers: int) -> dict[str, str]:
-    """This process's environment for a worker: one process each, and cores shared between them."""
-    env = dict(os.environ)
-    env["TENSORGATE_WORKERS"] = "1"
-    if "TENSORGATE_INTRA_OP_THREADS" not in env:
-        env["TENSORGATE_INTRA_OP_THREADS"] = str(max(1, usable_cores() // workers))
-    return env
 
 
 def usable_cores() -> int:

@@ -21,10 +21,10 @@ import grpc.aio
 import numpy as np
 
 from tensorgate.client._errors import InferenceServerError
-from tensorgate.client._messages import ParameterValue, build_infer_request
 from tensorgate.client._options import ChannelOptions, RetryPolicy
 from tensorgate.client._tracing import client_span
 from tensorgate.client._types import InferResult, ModelMetadata, ModelState
+from tensorgate.codec.messages import ParameterValue, build_infer_request
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 

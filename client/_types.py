@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tensorgate.client._messages import ParameterValue, parse_infer_response, response_parameters
+from tensorgate.codec.messages import ParameterValue, parse_infer_response, response_parameters
 from tensorgate.proto import inference_pb2 as pb
 
 

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto import inference_pb2_grpc
 from tensorgate.server.cache import ResponseCache
+from tensorgate.server.dataplane import InferenceService
 from tensorgate.server.errors import ModelLoadError, TensorgateError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.health import Health
@@ -24,7 +25,6 @@ from tensorgate.server.model_config import load_model_config
 from tensorgate.server.models import CONTROL_POLL, ModelManager, ModelState
 from tensorgate.server.polling import RepositoryPoller
 from tensorgate.server.repository import ModelRepository, check_repository
-from tensorgate.server.service import InferenceService
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
 from tensorgate.server.tracing import Tracing

@@ -6,11 +6,11 @@ import time
 
 import grpc
 
-from tensorgate.client._codec import TensorCodecError, datatype_of, from_contents, from_raw, to_raw
-from tensorgate.client._messages import ParameterValue, read_parameter, set_parameter
+from tensorgate.codec.messages import ParameterValue, read_parameter, set_parameter
+from tensorgate.codec.tensors import TensorCodecError, datatype_of, from_contents, from_raw, to_raw
 from tensorgate.proto import inference_pb2 as pb
+from tensorgate.server.dataplane import InferRequest, InferResponse, request_deadline
 from tensorgate.server.errors import InvalidInputError
-from tensorgate.server.service import InferRequest, InferResponse, request_deadline
 from tensorgate.server.validation import check_one_content_kind, check_wire_shape
 
 #: a gRPC call without a deadline reports an "infinite" time remaining; treat anything this far out as none

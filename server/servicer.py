@@ -18,11 +18,11 @@ from tensorgate.server.convert import (
     encode_infer_response,
     transport_deadline,
 )
+from tensorgate.server.dataplane import CancelHook, InferenceService
 from tensorgate.server.errors import ModelNotFoundError, TensorgateError
 from tensorgate.server.interceptors import unexpected
 from tensorgate.server.metrics import Metrics
 from tensorgate.server.models import ModelState, ServedModel
-from tensorgate.server.service import CancelHook, InferenceService
 from tensorgate.server.tracing import Tracing, trace_id_of
 from tensorgate.server.version import SERVER_NAME, SERVER_VERSION
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+ENV_PREFIX = "TENSORGATE_"
+#: A model's name is a directory of the repository: no separators, no leading dot.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 def default_cache_dir() -> Path:
@@ -21,13 +30,15 @@ def default_cache_dir() -> Path:
 class Settings(BaseSettings):
     """Server settings. Flags override environment variables, which override these defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="TENSORGATE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # -- where and what to serve
     model_repository: Path = Field(
         Path("examples/models"), description="<repo>/<model>/<version>/model.onnx"
     )
-    models: list[str] | None = Field(None, description="load only these models at start; None: all")
+    models: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="load only these models at start, comma-separated; unset: all"
+    )
     host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 for containers")
     port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int = Field(
@@ -66,11 +77,15 @@ class Settings(BaseSettings):
 
     # -- ONNX Runtime defaults (a model's config.toml may override)
     intra_op_threads: int = Field(0, ge=0, description="0: one per core")
-    inter_op_threads: int = Field(1, ge=0)
+    inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
     warmup: bool = Field(True, description="run each model before it is ready")
 
     # -- response cache
-    cache_enabled: bool = Field(True, description="--no-cache turns it off for the whole server")
+    cache_enabled: bool = Field(
+        True,
+        description="the response cache; --no-cache turns it off for the whole server",
+        json_schema_extra={"flag": "cache"},
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="disk tier directory")
     cache_memory_bytes: int = Field(64 * MIB, ge=0, description="in-process LRU bound")
     cache_disk_bytes: int = Field(1024 * MIB, ge=0, description="diskcache size limit")
@@ -84,4 +99,47 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1, description="share of inferences failing UNAVAILABLE"
     )
 
-    log_level: str = Field("INFO")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="the log's threshold"
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """``digits,mlp`` (a flag or a variable) or a JSON list, as older environments wrote it."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [name.strip() for name in text.split(",") if name.strip()]
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not MODEL_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a model name (letters, digits, _ . -)")
+        return value
+
+    @field_validator("host", "metrics_host")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not HOST_NAME.fullmatch(value):
+                raise ValueError(f"{value!r} is neither an IP address nor a host name") from None
+        return value
+
+    @field_validator("model_repository", "cache_dir", mode="before")
+    @classmethod
+    def _non_empty_path(cls, value: Any) -> Any:
+        if isinstance(value, str | Path) and not str(value).strip():
+            raise ValueError("an empty path")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value

@@ -8,7 +8,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
 
-from tensorgate.client._codec import DATATYPE_TO_DTYPE, datatype_of
+from tensorgate.codec.tensors import DATATYPE_TO_DTYPE, datatype_of
 from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.tensors import DYNAMIC, TensorSpec
 

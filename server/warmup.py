@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorgate.server.model_config import WarmupConfig
-from tensorgate.server.optimize.inputs import (
+from tensorgate.server.inputs import (
     Feed,
     TensorSpec,
     TensorSpecLike,
@@ -30,6 +29,7 @@ from tensorgate.server.optimize.inputs import (
     random_feed,
     take_rows,
 )
+from tensorgate.server.model_config import WarmupConfig
 
 logger = logging.getLogger(__name__)
 

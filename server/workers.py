@@ -5,16 +5,16 @@ A worker that dies is reported in the log; ``tensorgate up`` is the supervisor t
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 
-from tensorgate.server.commands.serve import install_stop_signals
-from tensorgate.server.settings import Settings
+from tensorgate.server.settings import ENV_PREFIX, Settings
+from tensorgate.server.signals import install_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,34 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
-        text = json.dumps(value) if isinstance(value, list | bool) else str(value)
-        env[f"TENSORGATE_{name.upper()}"] = text
+        if isinstance(value, list):
+            text = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env[f"{ENV_PREFIX}{name.upper()}"] = text
     return env
+
+
+def worker_command(
+    flags: Sequence[str] = (),
+    settings: Settings | None = None,
+    env: Mapping[str, str] | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one worker process: ``python -m tensorgate.server``.
+
+    The one place that builds them, for ``serve --workers``, ``tensorgate up``, the benchmark and the
+    tests. The child's ``TENSORGATE_*`` variables come from ``settings`` when given (replacing the
+    parent's), then ``env``; ``flags`` win over both, as on the command line.
+    """
+    environment = dict(os.environ if base_env is None else base_env)
+    if settings is not None:
+        environment = {k: v for k, v in environment.items() if not k.startswith(ENV_PREFIX)}
+        environment.update(settings_environment(settings))
+    environment.update(env or {})
+    return [sys.executable, "-m", "tensorgate.server", *flags], environment
 
 
 def worker_settings(settings: Settings, index: int, port_base: int) -> Settings:
@@ -39,9 +64,8 @@ def worker_settings(settings: Settings, index: int, port_base: int) -> Settings:
 
 
 def spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TENSORGATE_")}
-    env.update(settings_environment(settings))
-    return subprocess.Popen([sys.executable, "-m", "tensorgate.server.cli", "serve"], env=env)
+    argv, env = worker_command(settings=settings)
+    return subprocess.Popen(argv, env=env)
 
 
 def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:

@@ -20,7 +20,7 @@ from typing import cast
 
 import numpy as np
 
-from tensorgate.client._codec import datatype_of, from_raw, to_raw
+from tensorgate.codec.tensors import datatype_of, from_raw, to_raw
 
 Outputs = dict[str, np.ndarray]
 

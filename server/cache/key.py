@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tensorgate.client._codec import DATATYPE_TO_DTYPE, datatype_of, serialize_bytes_tensor
+from tensorgate.codec.tensors import DATATYPE_TO_DTYPE, datatype_of, serialize_bytes_tensor
 
 #: Request parameters that steer how a request travels, not what it computes.
 TRANSPORT_PARAMETERS: frozenset[str] = frozenset({"cache", "timeout", "priority"})

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tensorgate.client._codec import TensorCodecError
+from tensorgate.codec.tensors import TensorCodecError
 from tensorgate.server.cache.codec import CorruptValueError, Outputs, decode_outputs, encode_outputs
 from tensorgate.server.cache.disk import DiskTier
 from tensorgate.server.cache.flight import SingleFlight

@@ -145,7 +145,7 @@ def tensorgate_up(
         workers=workers,
     )
     command = [
-        sys.executable, "-m", "tensorgate.server.cli", "up",
+        sys.executable, "-m", "tensorgate.cli.main", "up",
         "--port", str(layout.port),
         "--admin-port", str(layout.admin_port),
         "--metrics-port", str(layout.metrics_port),

@@ -117,7 +117,7 @@ def test_a_port_in_use_is_reported_before_anything_starts(tmp_path: Path) -> Non
         taken.listen()
         front = taken.getsockname()[1] - 2  # the second worker's port is the taken one
         command = [
-            sys.executable, "-m", "tensorgate.server.cli", "up",
+            sys.executable, "-m", "tensorgate.cli.main", "up",
             "--port", str(front), "--admin-port", str(free_port()),
             "--workers", "2", "--metrics-port", "0",
             "--model-repository", str(EXAMPLE_MODELS),

@@ -20,7 +20,7 @@ PERCENTILES = ("p50", "p90", "p99", "p99_9")
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "tensorgate.server.cli", "bench", "--no-progress", *args]
+    command = [sys.executable, "-m", "tensorgate.cli.main", "bench", "--no-progress", *args]
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=REPO_ROOT
     )

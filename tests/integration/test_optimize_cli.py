@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tensorgate.cli.main import main
 from tensorgate.examples.datasets import digits_split
-from tensorgate.server.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
 #: The documented target: the accepted int8 variant loses at most half a point of accuracy.

@@ -12,9 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tensorgate.cli.main import main
 from tensorgate.client import Client
 from tensorgate.examples.datasets import digits_split
-from tensorgate.server.cli import main
 from tests.support.processes import EXAMPLE_MODELS, ServerProcess, serve
 
 VARIANTS = ("graph", "fp16", "int8", "int8-static")

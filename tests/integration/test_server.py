@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from tensorgate.client import AsyncClient, Client, InferenceServerError, RetryPolicy
-from tensorgate.client._codec import DATATYPE_TO_DTYPE, to_raw
+from tensorgate.codec.tensors import DATATYPE_TO_DTYPE, to_raw
 from tensorgate.examples.datasets import digits_split
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
@@ -114,7 +114,7 @@ def test_every_datatype_round_trips_as_raw_bytes(client: Client) -> None:
 
 @pytest.mark.parametrize("datatype", [d for d in ONNX_TYPES if d != "FP16"])
 def test_typed_contents_are_accepted(stub: GRPCInferenceServiceStub, datatype: str) -> None:
-    from tensorgate.client._codec import CONTENTS_FIELD
+    from tensorgate.codec.tensors import CONTENTS_FIELD
 
     inputs = all_inputs()
     request = pb.ModelInferRequest(model_name="all_types")

@@ -18,7 +18,7 @@ from tests.support.waiting import wait_until
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tensorgate.server.cli", *args],
+        [sys.executable, "-m", "tensorgate.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -68,7 +68,7 @@ def test_workers_each_serve_their_own_ports_and_a_crash_is_reported(tmp_path: Pa
             [
                 sys.executable,
                 "-m",
-                "tensorgate.server.cli",
+                "tensorgate.cli.main",
                 "serve",
                 "--workers",
                 "2",

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from grpc_health.v1 import health_pb2
 
-from tensorgate.server.probes import free_port, health_status
-from tensorgate.server.workers import stop_processes
+from tensorgate.server.workers import stop_processes, worker_command
+from tensorgate.tools.probes import free_port, health_status
 from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,25 +60,19 @@ def serve(
 ) -> Iterator[ServerProcess]:
     """Runs ``tensorgate serve`` on a free port until the block ends; the log goes to a file."""
     port = port or free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TENSORGATE_")}
-    environment.setdefault("TENSORGATE_CACHE_ENABLED", "false")
-    environment.update(env or {})
+    parent = {k: v for k, v in os.environ.items() if not k.startswith("TENSORGATE_")}
     log_path = Path(log_dir or "/tmp") / f"tensorgate-serve-{port}.log"
-    command: Sequence[str] = [
-        sys.executable,
-        "-m",
-        "tensorgate.server.cli",
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--port",
-        str(port),
-        "--metrics-port",
-        "0",
-        "--drain-seconds",
-        str(drain_seconds),
-        *args,
-    ]
+    command, environment = worker_command(
+        [
+            "--model-repository", str(repository),
+            "--port", str(port),
+            "--metrics-port", "0",
+            "--drain-seconds", str(drain_seconds),
+            *args,
+        ],
+        env={"TENSORGATE_CACHE_ENABLED": "false", **(env or {})},
+        base_env=parent,
+    )  # fmt: skip
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT, env=environment, cwd=REPO_ROOT

@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tensorgate.client._codec import from_raw
+from tensorgate.codec.tensors import from_raw
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
-from tensorgate.server.bench.cpu import process_tree, tree_cpu_seconds
-from tensorgate.server.bench.echo import create_server
-from tensorgate.server.bench.load import LoadSpec
-from tensorgate.server.bench.payload import PayloadSpec, RequestSource
-from tensorgate.server.bench.repository import dump_toml, repository_without_batching
-from tensorgate.server.bench.scenario import Scenario, load_scenario
-from tensorgate.server.bench.summary import add_ratios
 from tensorgate.server.model_config import load_model_config
 from tensorgate.server.repository import ModelRepository
 from tensorgate.server.tensors import TensorSpec
+from tensorgate.tools.bench.cpu import process_tree, tree_cpu_seconds
+from tensorgate.tools.bench.echo import create_server
+from tensorgate.tools.bench.load import LoadSpec
+from tensorgate.tools.bench.payload import PayloadSpec, RequestSource
+from tensorgate.tools.bench.repository import dump_toml, repository_without_batching
+from tensorgate.tools.bench.scenario import Scenario, load_scenario
+from tensorgate.tools.bench.summary import add_ratios
 from tests.support.processes import EXAMPLE_MODELS, REPO_ROOT
 
 IMAGE = TensorSpec("image", "FP32", (-1, 3, 8, 8))
@@ -143,15 +143,17 @@ def test_toml_dump_reads_back() -> None:
     assert tomllib.loads(dump_toml(document)) == document
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "bench").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((REPO_ROOT / "benchmarks").glob("*.toml")), ids=lambda p: p.name
+)
 def test_every_scenario_file_is_valid(path: Path) -> None:
     scenario = load_scenario(path, {})
     assert scenario.title == path.stem
-    assert scenario.out_path == Path("bench/results") / f"{path.stem}.json"
+    assert scenario.out_path == Path("benchmarks/results") / f"{path.stem}.json"
 
 
 def test_flags_override_the_scenario_and_reach_every_server() -> None:
-    path = REPO_ROOT / "bench" / "batching_on_off.toml"
+    path = REPO_ROOT / "benchmarks" / "batching_on_off.toml"
     scenario = load_scenario(
         path, {"model": "mlp", "duration": 2.0, "name": None}, ["--grpc-threads=64"], None
     )

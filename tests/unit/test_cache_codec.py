@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tensorgate.client._codec import DATATYPE_TO_DTYPE, TensorCodecError
+from tensorgate.codec.tensors import DATATYPE_TO_DTYPE, TensorCodecError
 from tensorgate.server.cache import CorruptValueError, decode_outputs, encode_outputs
 
 KEY = hashlib.sha256(b"request").digest()

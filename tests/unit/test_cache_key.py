@@ -9,7 +9,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tensorgate.client._codec import datatype_of, to_raw
+from tensorgate.codec.tensors import datatype_of, to_raw
 from tensorgate.server.cache import is_key_parameter, request_key
 
 # Small alphabets on purpose: random pairs then often agree on some fields and differ in one.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensorgate.client._codec import (
+from tensorgate.codec.tensors import (
     CONTENTS_FIELD,
     DATATYPE_TO_DTYPE,
     TensorCodecError,

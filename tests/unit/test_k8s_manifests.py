@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from tensorgate.balancer.settings import BalancerSettings
-from tensorgate.server.probes import free_port
 from tensorgate.server.settings import Settings
+from tensorgate.tools.probes import free_port
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

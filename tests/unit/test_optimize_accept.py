@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tensorgate.server.optimize.accept import METRICS, Criterion, choose, failures, parse_criteria
-from tensorgate.server.optimize.errors import OptimizeError
+from tensorgate.tools.optimize.accept import METRICS, Criterion, choose, failures, parse_criteria
+from tensorgate.tools.optimize.errors import OptimizeError
 
 
 def test_parses_the_documented_rule() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensorgate.server.optimize.agreement import (
+from tensorgate.server.inputs import TensorSpec
+from tensorgate.tools.optimize.agreement import (
     accuracy,
     classifier_output,
     compare,
@@ -12,7 +13,6 @@ from tensorgate.server.optimize.agreement import (
     predictions,
     run_all,
 )
-from tensorgate.server.optimize.inputs import TensorSpec
 
 F32, I64 = np.dtype(np.float32), np.dtype(np.int64)
 LABEL = TensorSpec("label", I64, (None,))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tensorgate.server.optimize.errors import OptimizeError
-from tensorgate.server.optimize.inputs import (
+from tensorgate.server.inputs import (
+    InputError,
     TensorSpec,
     batch_size_for,
     chunks,
@@ -63,7 +63,7 @@ def test_a_fixed_first_dimension_sets_the_batch() -> None:
 
 def test_strings_cannot_be_made_up() -> None:
     text = TensorSpec("text", np.dtype(np.object_), (None,))
-    with pytest.raises(OptimizeError, match="cannot make random inputs for text"):
+    with pytest.raises(InputError, match="cannot make random inputs for text"):
         random_feed([text], 2, np.random.default_rng(0))
 
 
@@ -110,12 +110,12 @@ def test_ill_fitting_files_are_refused(
     else:
         np.save(path, content)
 
-    with pytest.raises(OptimizeError, match=message):
+    with pytest.raises(InputError, match=message):
         load_feed(path, specs)
 
 
 def test_missing_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(OptimizeError, match="no such file"):
+    with pytest.raises(InputError, match="no such file"):
         load_feed(tmp_path / "absent.npy", [PIXELS])
 
 

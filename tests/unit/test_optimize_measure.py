@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from tensorgate.server.optimize.measure import MIN_RUNS, measure_speed, timed_runs
+from tensorgate.tools.optimize.measure import MIN_RUNS, measure_speed, timed_runs
 
 FEED_1 = {"x": np.zeros((1, 4), np.float32)}
 FEED_32 = {"x": np.zeros((32, 4), np.float32)}

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from tensorgate.server.optimize.promote import promote, sha256_digest, versions
+from tensorgate.tools.optimize.promote import promote, sha256_digest, versions
 
 
 def test_the_variant_becomes_the_next_version_with_provenance(tmp_path: Path) -> None:

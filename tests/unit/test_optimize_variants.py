@@ -11,10 +11,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tensorgate.server.optimize.agreement import compare
-from tensorgate.server.optimize.errors import OptimizeError
-from tensorgate.server.optimize.inputs import TensorSpec
-from tensorgate.server.optimize.variants import (
+from tensorgate.server.inputs import TensorSpec
+from tensorgate.tools.optimize.agreement import compare
+from tensorgate.tools.optimize.errors import OptimizeError
+from tensorgate.tools.optimize.variants import (
     ALL_VARIANTS,
     VARIANTS,
     applicable_variants,

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from tensorgate.server.inputs import InputError
 from tensorgate.server.model_config import WarmupConfig
-from tensorgate.server.optimize.errors import OptimizeError
 from tensorgate.server.warmup import representative_inputs, warm_up
 
 
@@ -97,7 +97,7 @@ def test_inputs_from_a_file_beside_the_model_are_cut_or_repeated(tmp_path: Path)
 
 
 def test_a_missing_warmup_file_fails_the_warmup(tmp_path: Path) -> None:
-    with pytest.raises(OptimizeError, match="no such file"):
+    with pytest.raises(InputError, match="no such file"):
         warm_up(lambda feed: None, [PIXELS], WarmupConfig(file="absent.npy"), tmp_path)
 
 

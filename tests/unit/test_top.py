@@ -40,9 +40,9 @@ from rich.console import Console
 from tensorgate.balancer.admin import EnvoyAdmin
 from tensorgate.balancer.envoy_config import write_bootstrap
 from tensorgate.balancer.settings import BalancerSettings, Endpoint
-from tensorgate.server.commands import top as top_command
-from tensorgate.server.probes import free_port
-from tensorgate.server.top import Frame, Target, Top, counter_increase, histogram_quantile, render
+from tensorgate.cli import top as top_command
+from tensorgate.tools.probes import free_port
+from tensorgate.tools.top import Frame, Target, Top, counter_increase, histogram_quantile, render
 from tests.support.waiting import wait_until
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -538,7 +538,7 @@ def test_live_view_refreshes_until_ctrl_c() -> None:
     thread = threading.Thread(target=server.serve_forever, name="counting-metrics", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    command = [sys.executable, "-m", "tensorgate.server.cli", "top", "--interval", "0.2"]
+    command = [sys.executable, "-m", "tensorgate.cli.main", "top", "--interval", "0.2"]
     process = subprocess.Popen(
         [*command, "--metrics", url, "--admin-port", "0"],
         stdout=subprocess.PIPE,

@@ -1,0 +1,1 @@
+"""The ``tensorgate`` command line: thin commands over the client, the server, the balancer and the tools."""
