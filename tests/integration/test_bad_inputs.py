@@ -17,7 +17,7 @@ import pytest
 
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
-from tensorgate.server.probes import free_port
+from tensorgate.tools.probes import free_port
 from tests.support.models import make_test_repository
 from tests.support.processes import EXAMPLE_MODELS, ServerProcess, serve
 
