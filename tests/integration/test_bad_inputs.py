@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import shutil
 import string
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ PIXELS = np.random.default_rng(1).random((1, 64), dtype=np.float32)
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("bad-inputs")
     repository = make_test_repository(root / "models", EXAMPLE_MODELS)
+    shutil.copytree(EXAMPLE_MODELS / "cnn", repository / "cnn")
     metrics_port = free_port()
     env = {"TENSORGATE_CACHE_ENABLED": "true", "TENSORGATE_CACHE_DIR": str(root / "cache")}
     args = ("--metrics-port", str(metrics_port))
@@ -155,19 +157,20 @@ def test_each_bad_input_gets_its_status_and_the_server_keeps_serving(
 def test_a_timeout_beyond_what_the_server_can_wait_is_clamped(
     stub: GRPCInferenceServiceStub,
 ) -> None:
-    """Sent by many callers at once, so that some wait on a busy model."""
+    """Sent by many callers at once to the compute-bound cnn, so that most wait on a busy model."""
     no_cache = pb.InferParameter(bool_param=False)
     huge = (pb.InferParameter(int64_param=2**63 - 1), pb.InferParameter(double_param=1e300))
-    requests = [
-        digits_request(
-            shape=[64, 64],
-            raw=np.zeros((64, 64), np.float32).tobytes(),
-            parameters={"timeout": huge[i % 2], "cache": no_cache},
-        )
-        for i in range(64)
-    ]
-    with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda r: stub.ModelInfer(r, timeout=60), requests))
+    requests = []
+    for index in range(32):
+        request = pb.ModelInferRequest(model_name="cnn")
+        request.inputs.add(name="image", datatype="FP32", shape=[8, 3, 32, 32])
+        request.raw_input_contents.append(np.zeros((8, 3, 32, 32), np.float32).tobytes())
+        request.parameters["timeout"].CopyFrom(huge[index % 2])
+        request.parameters["cache"].CopyFrom(no_cache)
+        requests.append(request)
+    with ThreadPoolExecutor(16) as pool:  # no gRPC deadline: the OIP timeout is the only one
+        calls = [pool.submit(stub.ModelInfer, request) for request in requests]
+        answers = [call.result(timeout=120) for call in calls]
     assert {a.model_version for a in answers} == {"1"}
 
 
@@ -211,7 +214,7 @@ def test_metric_series_stay_bounded_whatever_names_and_versions_callers_send(
     ]
     labels = {(one["model"], one["version"]) for one in series}
     assert ("digits", "1") in labels, series
-    served = {"digits", "failing", "_unknown"}
+    served = {"digits", "failing", "cnn", "_unknown"}
     assert {model for model, _ in labels} <= served, labels
     assert {version for _, version in labels} <= {"", "1", "_unknown"}, labels
 
