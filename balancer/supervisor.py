@@ -22,7 +22,7 @@ from types import FrameType
 
 from tensorgate.balancer.admin import AdminUnavailable, EnvoyAdmin
 from tensorgate.balancer.backoff import Backoff
-from tensorgate.balancer.envoy import envoy_command
+from tensorgate.balancer.envoy import DRAIN_TIME_SECONDS, envoy_command
 from tensorgate.balancer.envoy_config import write_bootstrap
 from tensorgate.balancer.ports import PortLayout
 from tensorgate.balancer.processes import Child
@@ -39,6 +39,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Beyond drain + grace, how long a stopping worker may take before it is killed.
 EXIT_MARGIN_SECONDS = 5.0
 ENVOY_STOP_SECONDS = 10.0
+#: beyond Envoy's drain time, how long calls still in flight through it may take to finish
+ENVOY_DRAIN_MARGIN_SECONDS = 5.0
+#: Envoy's gauge of calls in flight on the front door
+INGRESS_ACTIVE_STAT = "http.grpc_ingress.downstream_rq_active"
 
 
 @dataclass(frozen=True)
@@ -304,9 +308,32 @@ class Supervisor:
             slot.child.kill()
         if self.envoy is not None:
             self.envoy.stopping = True
+            self._drain_envoy()
             self.envoy.child.stop(signal.SIGTERM, ENVOY_STOP_SECONDS)
         logger.info("stopped")
         return 0
+
+    def _drain_envoy(self) -> None:
+        """Before Envoy exits: GOAWAY to the callers, then wait (bounded) until no call is in
+        flight through it, so its exit cuts no accepted call. A second stop signal cuts it short."""
+        started = time.monotonic()
+        try:
+            self.admin.drain_listeners()
+        except AdminUnavailable as error:
+            logger.warning("Envoy did not start its drain (%s); stopping it anyway", error)
+            return
+
+        def drained() -> bool:
+            if time.monotonic() - started < DRAIN_TIME_SECONDS:
+                return False
+            try:
+                active = self.admin.stats(INGRESS_ACTIVE_STAT).get(INGRESS_ACTIVE_STAT, 0)
+            except AdminUnavailable:
+                return True
+            return active == 0
+
+        if self._wait(drained, DRAIN_TIME_SECONDS + ENVOY_DRAIN_MARGIN_SECONDS):
+            logger.info("Envoy drained its callers' connections")
 
     def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
         """Poll ``done`` until true (True), ``timeout`` s pass or a new stop signal arrives (False)."""
