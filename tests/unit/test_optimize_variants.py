@@ -173,3 +173,29 @@ def test_requested_variants_are_checked() -> None:
         resolve_variants(["int4"], default, False)
     with pytest.raises(OptimizeError, match="--calibration"):
         resolve_variants(["int8-static"], default, has_calibration=False)
+
+
+def test_int8_builds_when_the_exporter_recorded_the_shapes_of_transposed_gemm_weights(
+    tmp_path: Path,
+) -> None:
+    """PyTorch's default exporter writes value_info for weights; the quantizer transposes a Gemm
+    weight (transB) without updating it, which used to fail shape inference on the int8 model."""
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((CLASSES, FEATURES)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["logits"], transB=1)],
+        "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])],
+        initializer=[numpy_helper.from_array(weight, "w")],
+        value_info=[helper.make_tensor_value_info("w", TensorProto.FLOAT, [CLASSES, FEATURES])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source, target = tmp_path / "model.onnx", tmp_path / "int8.onnx"
+    onnx.save(model, str(source))
+    VARIANTS["int8"].build(source, target)
+    x = rng.standard_normal((4, FEATURES)).astype(np.float32)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"x": x})
+    assert np.abs(logits - x @ weight.T).max() < 0.1 * np.abs(x @ weight.T).max()

@@ -98,15 +98,30 @@ def build_int8_static(source: Path, target: Path, calibration: Feed | None = Non
         )
 
 
+def without_weight_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without ``value_info`` entries for its initializers.
+
+    PyTorch's default (dynamo) exporter records the shapes of the weights; ONNX Runtime's quantizer
+    transposes a ``Gemm`` weight without updating them, and shape inference then fails on the
+    quantized model. The shapes of initializers are known from the initializers themselves.
+    """
+    weights = {initializer.name for initializer in model.graph.initializer}
+    kept = [info for info in model.graph.value_info if info.name not in weights]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    return model
+
+
 @contextmanager
 def _preprocessed(source: Path) -> Iterator[Path]:
     """A temporary copy of the model after ``quant_pre_process``, removed afterwards."""
     from onnxruntime.quantization import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="tensorgate-quant-") as folder:
-        prepared = Path(folder) / "prepared.onnx"
+        cleaned, prepared = Path(folder) / "source.onnx", Path(folder) / "prepared.onnx"
+        onnx.save(without_weight_shapes(onnx.load(str(source))), str(cleaned))
         # Symbolic shape inference would need sympy; ONNX shape inference suffices for these ops.
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(cleaned), str(prepared), skip_symbolic_shape=True)
         yield prepared
 
 
