@@ -170,7 +170,11 @@ class ServerApp:
         if not self.ready.is_set():
             log.warning(
                 "not ready: %s (strict readiness; --no-strict-readiness serves the others)",
-                "; ".join(f"{n}: {r}" for n, _v, s, r in self.models.index() if s != "READY"),
+                "; ".join(
+                    f"{name}: {reason}"
+                    for name, _version, state, reason in self.models.index()
+                    if state == ModelState.UNAVAILABLE and reason not in ("not loaded", "unloaded")
+                ),
             )
         log.info(
             "serving %d model(s) on %s:%d (%d handler threads, max %d concurrent RPCs)",
