@@ -115,8 +115,19 @@ class ModelRepository:
         return tuple(stats)
 
 
+#: the longest file name Linux filesystems hold: a longer model name is not in any repository
+MAX_NAME_BYTES = 255
+
+
 def _is_model_name(model: str) -> bool:
-    return bool(model) and "/" not in model and "\x00" not in model and not model.startswith(".")
+    """A name that can be a folder of the repository (callers choose names: nothing else reaches
+    the filesystem)."""
+    return (
+        0 < len(model.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+        and "/" not in model
+        and "\x00" not in model
+        and not model.startswith(".")
+    )
 
 
 def _version_dir_name(model_dir: Path, number: int) -> str:

@@ -383,9 +383,10 @@ def test_unload_and_load_without_failing_other_models(
     assert failures == []
 
 
-def test_loading_an_unknown_model_is_not_found(client: Client) -> None:
+@pytest.mark.parametrize("name", ["missing", "a" * 5000, "../digits", ".hidden"])
+def test_loading_an_unknown_model_is_not_found(client: Client, name: str) -> None:
     with pytest.raises(InferenceServerError) as error:
-        client.load("missing")
+        client.load(name)
     assert error.value.code == grpc.StatusCode.NOT_FOUND
 
 
