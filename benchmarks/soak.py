@@ -345,15 +345,17 @@ def report(
             "rss_mb": {k: round(v, 1) for k, v in sorted(rss.get(index, {}).items())},
             "errors": dict(minute.errors),
         })  # fmt: skip
+    # by process slot: a worker killed and restarted in between is compared with its predecessor
+    # (what the host pays for that slot); `restarted` names the slots whose process changed
     growth: dict[str, float | None] = {}
+    restarted: list[str] = []
     last = max(rss) if rss else 0
     if last >= 1:
         for name, second in rss.get(1, {}).items():
             final = rss[last].get(name)
-            same_process = pids_by_minute.get(1, {}).get(name) == pids_by_minute.get(last, {}).get(
-                name
-            )
-            growth[name] = round(final / second - 1, 3) if final and same_process else None
+            growth[name] = round(final / second - 1, 3) if final else None
+            if pids_by_minute.get(1, {}).get(name) != pids_by_minute.get(last, {}).get(name):
+                restarted.append(name)
     failed = sum(m["failed"] for m in minutes)  # type: ignore[misc]
     return {
         "benchmark": "soak",
@@ -368,6 +370,7 @@ def report(
         "restarts_seen": restarts,
         "stream": vars(stream),
         "rss_growth_second_to_last_minute": growth,
+        "rss_slots_restarted_in_between": sorted(restarted),
         "rss_flat": all(g is None or g <= 0.10 for g in growth.values()),
         "minutes": minutes,
     }
