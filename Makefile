@@ -5,19 +5,21 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 UP_ARGS ?=
 
-.PHONY: run test install-dev install-server system-deps proto lint wheel-check bench clean docs-settings
+.PHONY: run test install-dev install-server system-deps proto lint wheel-check bench clean docs-settings lock k8s-generate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# stamps: reinstall only when pyproject.toml changes
-$(VENV)/.server: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[server]'
+# stamps: reinstall only when pyproject.toml or the lock changes. The images' lock constrains the
+# server's packages here too, so the tests run the versions that the images ship.
+LOCK := k8s/requirements.lock
+$(VENV)/.server: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -c $(LOCK) -e '.[server]'
 	touch $@
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.dev: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -c $(LOCK) -e '.[dev]'
 	touch $@ $(VENV)/.server
 
 install-server: $(VENV)/.server
@@ -41,6 +43,18 @@ test: install-dev system-deps
 ## the generated gRPC stubs (committed; tests/unit/test_proto_stubs.py fails when they are stale)
 proto: install-dev
 	$(BIN)/python -m tensorgate.proto.generate
+
+## k8s/requirements.lock: every package of tensorgate[server], pinned (uv, network: PyPI). Run it
+## after changing dependencies in pyproject.toml; tests/unit/test_k8s_image.py fails until then.
+lock: install-dev
+	$(BIN)/python k8s/lock.py
+
+## the generated files of k8s/: the Envoy bootstrap, and the PrometheusRule from alerts.yaml
+## (RUNBOOK_BASE=<url of docs/runbook.md as you publish it> sets the base of every runbook_url)
+RUNBOOK_BASE ?=
+k8s-generate: install-dev
+	$(BIN)/python k8s/envoy/render.py
+	$(BIN)/python k8s/components/prometheus-operator/render.py $(if $(RUNBOOK_BASE),--runbook-base $(RUNBOOK_BASE))
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -11,7 +11,6 @@ workers finish their calls in flight and exit; then Envoy exits.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import tempfile
 import time
@@ -111,8 +110,7 @@ class Supervisor:
                 "port": layout.worker_port(index),
                 "metrics_port": layout.worker_metrics_port(index),
                 "workers": 1,
-                "intra_op_threads": self.config.server.intra_op_threads
-                or max(1, usable_cores() // layout.workers),
+                "host_workers": layout.workers,  # intra-op threads 0: the cores shared
             }
         )
         argv, env = worker_command(settings=settings)
@@ -345,11 +343,3 @@ class Supervisor:
                 return False
             time.sleep(TICK_SECONDS)
         return done()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

@@ -22,10 +22,11 @@ import numpy as np
 
 def trial(model_dir: Path, warmup: bool, steady: int) -> dict[str, float]:
     """One load, optional warmup, one timed first request and ``steady`` more; times in ms."""
-    from tensorgate.server.inputs import random_feed, session_specs
+    from tensorgate.server.inputs import random_feed
     from tensorgate.server.model_config import load_model_config
     from tensorgate.server.sessions import create_session
     from tensorgate.server.settings import Settings
+    from tensorgate.server.tensors import session_specs
     from tensorgate.server.warmup import warm_up
 
     config = load_model_config(model_dir)
@@ -36,7 +37,7 @@ def trial(model_dir: Path, warmup: bool, steady: int) -> dict[str, float]:
         model_dir / str(version) / "model.onnx",
         model_dir.name,
         config.session,
-        settings.intra_op_threads,
+        settings.worker_intra_op_threads,
         settings.inter_op_threads,
     )
     load_ms = (time.perf_counter() - started) * 1e3

@@ -37,6 +37,9 @@ COMMANDS: dict[str, Command] = {
     "up": Command("tensorgate.cli.up", "workers behind Envoy, supervised: the local stack"),
     "infer": Command("tensorgate.cli.infer", "run one inference and print the outputs"),
     "models": Command("tensorgate.cli.models", "list the repository's models and their state"),
+    "health": Command(
+        "tensorgate.cli.health", "a worker's grpc.health.v1 status; exit 0 if SERVING"
+    ),
     "bench": Command("tensorgate.cli.bench", "benchmark a server against yardsticks"),
     "optimize": Command("tensorgate.cli.optimize", "graph, fp16 and int8 variants, measured"),
     "top": Command("tensorgate.cli.top", "live terminal view of the workers and Envoy"),

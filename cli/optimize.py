@@ -106,7 +106,7 @@ def handle(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         accept=args.accept,
         measure_seconds=args.measure_seconds,
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=settings.worker_intra_op_threads,
         inter_op_threads=settings.inter_op_threads,
     )
 
@@ -115,7 +115,7 @@ def handle(args: argparse.Namespace) -> int:
 
     try:
         result = optimize_model(request, progress)
-    except InputError as exc:
+    except InputError as exc:  # OptimizeError too
         print(f"tensorgate optimize: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -8,14 +8,15 @@ import sys
 
 from tensorgate.balancer.envoy import EnvoyNotFound, envoy_binary
 from tensorgate.balancer.ports import PortLayout, busy_ports
-from tensorgate.balancer.supervisor import StackConfig, Supervisor, usable_cores
+from tensorgate.balancer.supervisor import StackConfig, Supervisor
 from tensorgate.server.errors import RepositoryError
 from tensorgate.server.flags import add_settings_flags, settings_from_flags
 from tensorgate.server.repository import check_repository
+from tensorgate.server.settings import usable_cores
 
 HELP = "start N workers behind Envoy (least-request, health checks, retries) and supervise them"
 #: Worker settings that ``up`` decides itself: each worker's port follows the front door's.
-DECIDED_BY_UP = ("port", "workers", "metrics_port", "host")
+DECIDED_BY_UP = ("port", "workers", "metrics_port", "host", "host_workers")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -45,11 +45,11 @@ class SessionConfig(_Strict):
     inter_op_threads: int | None = Field(None, ge=0)
     execution_mode: Literal["sequential", "parallel"] = "sequential"
     enable_mem_arena: bool = True
-    allow_spinning: bool = Field(
-        True,
-        description="ONNX Runtime's pool threads busy-wait for the next op; off, they leave the "
-        "cores to the request threads (measured: +19% throughput on the small mlp at concurrency "
-        "64, -18% on the compute-bound cnn)",
+    allow_spinning: bool | None = Field(
+        None,
+        description="ONNX Runtime's pool threads busy-wait for the next op (true) or leave the "
+        "cores to the request threads (false); unset: measured at load, off unless faster "
+        "(server/spinning.py)",
     )
     providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]

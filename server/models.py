@@ -25,6 +25,7 @@ from tensorgate.server.model_config import ModelConfig
 from tensorgate.server.repository import ModelLocation, ModelRepository, version_digest
 from tensorgate.server.sessions import CUDA, create_session
 from tensorgate.server.settings import Settings
+from tensorgate.server.spinning import session_config_for
 from tensorgate.server.stats import ModelStats
 from tensorgate.server.tensors import TensorSpec
 from tensorgate.server.tracing import BatchTracer, Tracing
@@ -169,12 +170,13 @@ def _load_served_model(
     tracing: Tracing | None,
 ) -> ServedModel:
     config = location.config
+    session_config = session_config_for(location, settings)
     sessions = [
         create_session(
             location.path,
             location.name,
-            config.session,
-            settings.intra_op_threads,
+            session_config,
+            settings.worker_intra_op_threads,
             settings.inter_op_threads,
         )
         for _ in range(config.instances)

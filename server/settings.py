@@ -21,6 +21,14 @@ HOST_NAME = re.compile(
 )
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def default_cache_dir() -> Path:
     """The user's cache directory (XDG), shared by every worker of this host."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -59,6 +67,12 @@ class Settings(BaseSettings):
     repository_poll_seconds: float = Field(
         5.0, gt=0, description="poll mode: how often the repository is read"
     )
+    host_workers: int = Field(
+        1,
+        ge=1,
+        description="worker processes sharing this host's cores, set by `serve --workers` and "
+        "`up` for their workers: intra_op_threads 0 divides the cores among them",
+    )
 
     # -- gRPC transport
     grpc_threads: int | None = Field(
@@ -76,7 +90,9 @@ class Settings(BaseSettings):
     grace_seconds: float = Field(10.0, ge=0, description="time for requests in flight to finish")
 
     # -- ONNX Runtime defaults (a model's config.toml may override)
-    intra_op_threads: int = Field(0, ge=0, description="0: one per core")
+    intra_op_threads: int = Field(
+        0, ge=0, description="0: this worker's share of the cores (cores // host_workers, >= 1)"
+    )
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads")
     warmup: bool = Field(True, description="run each model before it is ready")
 
@@ -143,3 +159,9 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_case(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def worker_intra_op_threads(self) -> int:
+        """ONNX Runtime's intra-op threads for one session of this worker: the setting, or when it
+        is 0 this worker's share of the cores, so that N workers do not oversubscribe the host."""
+        return self.intra_op_threads or max(1, usable_cores() // self.host_workers)

@@ -21,8 +21,6 @@ import numpy as np
 
 from tensorgate.server.inputs import (
     Feed,
-    TensorSpec,
-    TensorSpecLike,
     batch_size_for,
     can_randomize,
     load_feed,
@@ -30,6 +28,7 @@ from tensorgate.server.inputs import (
     take_rows,
 )
 from tensorgate.server.model_config import WarmupConfig
+from tensorgate.server.tensors import TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class WarmupResult:
 
 
 def representative_inputs(
-    specs: Sequence[TensorSpecLike], config: WarmupConfig, model_dir: Path | None = None
+    specs: Sequence[TensorSpec], config: WarmupConfig, model_dir: Path | None = None
 ) -> list[Feed]:
     """One feed per configured batch size: rows of ``config.file`` if set, else random inputs.
 
@@ -54,33 +53,32 @@ def representative_inputs(
     ``.npz`` with one array per input; it is cut or repeated to each batch size. A model whose first
     dimension is fixed gets that size instead.
     """
-    tensors = [TensorSpec.of(s) for s in specs]
-    sizes = list(dict.fromkeys(batch_size_for(tensors, b) for b in config.batch_sizes))
+    sizes = list(dict.fromkeys(batch_size_for(specs, b) for b in config.batch_sizes))
     if config.file is not None:
         path = Path(config.file)
         if not path.is_absolute() and model_dir is not None:
             path = model_dir / path
-        source = load_feed(path, tensors)
+        source = load_feed(path, specs)
         return [take_rows(source, size) for size in sizes]
     rng = np.random.default_rng(WARMUP_SEED)
-    return [random_feed(tensors, size, rng) for size in sizes]
+    return [random_feed(specs, size, rng) for size in sizes]
 
 
 def warm_up(
     run: Callable[[Mapping[str, np.ndarray]], Any],
-    specs: Sequence[TensorSpecLike],
+    specs: Sequence[TensorSpec],
     config: WarmupConfig,
     model_dir: Path | None = None,
 ) -> WarmupResult:
     """Runs the model ``config.count`` times on each representative feed; returns when all are done.
 
     Errors of the model propagate: a model that cannot run its warmup should not become ready; so
-    do a missing or ill-shaped ``config.file`` (``OptimizeError``). A model with inputs that cannot
+    do a missing or ill-shaped ``config.file`` (``InputError``). A model with inputs that cannot
     be made up (strings) and no ``config.file`` is not warmed up, with a warning.
     """
     started = time.monotonic()
     runs = 0
-    unsupported = [s.name for s in map(TensorSpec.of, specs) if not can_randomize(s)]
+    unsupported = [s.name for s in specs if not can_randomize(s)]
     if config.file is None and unsupported:
         logger.warning(
             "warmup skipped: no random inputs for %s; set warmup.file", ", ".join(unsupported)

@@ -59,7 +59,12 @@ def worker_settings(settings: Settings, index: int, port_base: int) -> Settings:
     """Worker ``index``: gRPC on port_base + index, metrics on metrics_port + index."""
     metrics = settings.metrics_port + index if settings.metrics_port else 0
     return settings.model_copy(
-        update={"port": port_base + index, "metrics_port": metrics, "workers": 1}
+        update={
+            "port": port_base + index,
+            "metrics_port": metrics,
+            "workers": 1,
+            "host_workers": settings.workers,
+        }
     )
 
 

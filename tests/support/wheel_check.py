@@ -52,12 +52,16 @@ def main(bin_dir: Path) -> int:
     expect(run(tensorgate, "serve"), 2, "pip install 'tensorgate[server]'")
     with serve(REPO_ROOT / "examples" / "models", "--models", "digits") as server:
         expect(run(tensorgate, "models", "--target", server.target), 0, "digits")
+        port = server.target.rsplit(":", 1)[1]
+        expect(run(tensorgate, "health", "--port", port), 0, "SERVING")
         with tempfile.TemporaryDirectory() as folder:
             pixels = Path(folder) / "pixels.npy"
             np.save(pixels, np.zeros((2, 64), dtype=np.float32))
             done = run(tensorgate, "infer", "digits", "--input", f"pixels={pixels}", "--target", server.target)  # fmt: skip
             expect(done, 0, "label int64 [2]")
-    print("wheel-check: --help, --version, models and infer work from the client-only wheel")
+    print(
+        "wheel-check: --help, --version, models, health and infer work from the client-only wheel"
+    )
     return 0
 
 

@@ -14,19 +14,22 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from tensorgate.codec.messages import build_infer_request
 from tensorgate.codec.tensors import from_raw
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 from tensorgate.server.model_config import load_model_config
 from tensorgate.server.repository import ModelRepository
+from tensorgate.server.settings import Settings
 from tensorgate.server.tensors import TensorSpec
 from tensorgate.tools.bench.cpu import process_tree, tree_cpu_seconds
 from tensorgate.tools.bench.echo import create_server
 from tensorgate.tools.bench.load import LoadSpec
 from tensorgate.tools.bench.payload import PayloadSpec, RequestSource
 from tensorgate.tools.bench.repository import dump_toml, repository_without_batching
-from tensorgate.tools.bench.scenario import Scenario, load_scenario
+from tensorgate.tools.bench.scenario import Scenario, ServerConfig, load_scenario
 from tensorgate.tools.bench.summary import add_ratios
+from tensorgate.tools.bench.thin import ThinModel
 from tests.support.processes import EXAMPLE_MODELS, REPO_ROOT
 
 IMAGE = TensorSpec("image", "FP32", (-1, 3, 8, 8))
@@ -110,11 +113,46 @@ def test_ratios_compare_with_limit_echo_and_first_server_at_the_same_load() -> N
             "throughput_vs_echo": 0.9,
             "p50_minus_echo_ms": 1.0,
             "server_cpu_minus_echo_us": 100.0,
+            "throughput_vs_thin": None,  # no thin run in this scenario
+            "server_cpu_minus_thin_us": None,
+            "server_cpu_vs_thin": None,
+            "p50_minus_thin_ms": None,
         }
     )
     assert off64["ratios"]["throughput_vs_on"] == pytest.approx(1 / 3)
     assert on1["ratios"]["throughput_vs_echo"] is None  # no echo run at concurrency 1
     assert "ratios" not in echo
+
+
+def test_ratios_read_throughput_against_the_faster_thin_and_cpu_against_the_same_core() -> None:
+    runs = [
+        {**_run("server", 64, 1200.0, 5.0, 550.0), "grpc_core": "threads"},
+        {**_run("default", 64, 1500.0, 4.0, 500.0), "grpc_core": None},
+        _run("thin-threads", 64, 1000.0, 6.0, 500.0),
+        _run("thin-aio", 64, 1250.0, 4.5, 400.0),
+    ]
+    add_ratios(runs, limit_samples_per_s=None)
+    server, default, thin_threads, thin_aio = runs
+
+    assert server["ratios"]["throughput_vs_thin"] == pytest.approx(1200 / 1250)  # the faster
+    assert server["ratios"]["server_cpu_minus_thin_us"] == pytest.approx(50.0)  # same core
+    assert server["ratios"]["server_cpu_vs_thin"] == pytest.approx(1.1)
+    assert server["ratios"]["p50_minus_thin_ms"] == pytest.approx(-1.0)
+    assert server["thin_reference"] == "thin-threads"
+    # core unknown: CPU and latency against the faster thin server
+    assert default["thin_reference"] == "thin-aio"
+    assert default["ratios"]["server_cpu_minus_thin_us"] == pytest.approx(100.0)
+    assert default["ratios"]["throughput_vs_thin"] == pytest.approx(1.2)
+    # the thin rows read against themselves; the first server config is not a thin one
+    assert thin_aio["ratios"]["throughput_vs_thin"] == pytest.approx(1.0)
+    assert thin_threads["ratios"]["throughput_vs_thin"] == pytest.approx(0.8)
+    assert default["ratios"]["throughput_vs_server"] == pytest.approx(1.25)
+
+
+def test_the_grpc_core_of_a_server_config_is_read_from_its_flags() -> None:
+    assert ServerConfig(server_args=["--grpc-core=aio"]).grpc_core == "aio"
+    assert ServerConfig(server_args=["--grpc-core", "threads", "--no-cache"]).grpc_core == "threads"
+    assert ServerConfig(server_args=["--no-cache"]).grpc_core is None
 
 
 def test_repository_without_batching_keeps_the_rest_of_the_config(tmp_path: Path) -> None:
@@ -171,6 +209,8 @@ def test_flags_override_the_scenario_and_reach_every_server() -> None:
         {"model": "m", "targets": ["h:1"], "concurrency": [0]},
         {"model": "m", "targets": ["h:1"], "rates": [5], "repeat_ratio": 0.5},
         {"model": "m", "targets": ["h:1"], "rates": [5], "servers": [{"label": "echo"}]},
+        {"model": "m", "targets": ["h:1"], "rates": [5], "servers": [{"label": "thin-aio"}]},
+        {"model": "m", "thin": True, "concurrency": [1]},  # no repository to serve it from
     ],
 )
 def test_inconsistent_scenarios_are_refused(document: dict) -> None:
@@ -210,3 +250,18 @@ def test_echo_server_answers_model_infer_with_a_fixed_response() -> None:
             assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         server.stop(0).wait(5)
+
+
+def test_the_thin_model_answers_what_onnx_runtime_computes_as_raw_outputs() -> None:
+    thin = ThinModel(Settings(model_repository=EXAMPLE_MODELS, warmup=False), "digits")
+    pixels = np.random.default_rng(0).random((3, 64), dtype=np.float32)
+    request = build_infer_request("digits", {"pixels": pixels}, request_id="r1")
+
+    reply = thin.infer(request)
+
+    expected = thin.session.run(None, {"pixels": pixels})
+    assert reply.id == "r1" and reply.model_name == "digits"
+    assert [o.name for o in reply.outputs] == thin.output_names
+    for tensor, raw, want in zip(reply.outputs, reply.raw_output_contents, expected, strict=True):
+        got = from_raw(raw, tensor.datatype, list(tensor.shape), tensor.name)
+        np.testing.assert_array_equal(got, want)

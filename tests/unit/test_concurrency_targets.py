@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.support.processes import REPO_ROOT
+from tests.support.scripts import load_script
 
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "concurrency_targets", REPO_ROOT / "benchmarks" / "concurrency_targets.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-targets = load_script()
+targets = load_script("concurrency_targets")
 
 
 def run(target: str, c: int, rps: float, p50: float = 1.0, cpu: float = 100.0, **extra: Any):

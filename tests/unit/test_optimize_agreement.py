@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensorgate.server.inputs import TensorSpec
+from tensorgate.server.tensors import TensorSpec
 from tensorgate.tools.optimize.agreement import (
     accuracy,
     classifier_output,
@@ -14,17 +14,17 @@ from tensorgate.tools.optimize.agreement import (
     run_all,
 )
 
-F32, I64 = np.dtype(np.float32), np.dtype(np.int64)
-LABEL = TensorSpec("label", I64, (None,))
-PROBS = TensorSpec("probabilities", F32, (None, 3))
-EMBED = TensorSpec("embedding", F32, (None, 1))
+F32, I64 = "FP32", "INT64"
+LABEL = TensorSpec("label", I64, (-1,))
+PROBS = TensorSpec("probabilities", F32, (-1, 3))
+EMBED = TensorSpec("embedding", F32, (-1, 1))
 
 
 def test_a_classifier_output_is_float_batch_by_classes() -> None:
     assert classifier_output([LABEL, PROBS]) == "probabilities"
     assert classifier_output([EMBED]) is None
-    assert classifier_output([TensorSpec("scores", F32, (None, None))]) is None
-    assert classifier_output([TensorSpec("ids", I64, (None, 3))]) is None
+    assert classifier_output([TensorSpec("scores", F32, (-1, -1))]) is None
+    assert classifier_output([TensorSpec("ids", I64, (-1, 3))]) is None
     assert label_output([PROBS, LABEL]) == "label"
 
 
@@ -51,7 +51,7 @@ def test_compare_reports_float_differences_and_top1_agreement() -> None:
 
 
 def test_mean_abs_diff_is_that_of_the_worst_output() -> None:
-    specs = [TensorSpec("a", F32, (None, 1)), TensorSpec("b", F32, (None, 1))]
+    specs = [TensorSpec("a", F32, (-1, 1)), TensorSpec("b", F32, (-1, 1))]
     reference = {"a": np.zeros((2, 1)), "b": np.zeros((2, 1))}
     candidate = {"a": np.array([[0.1], [0.1]]), "b": np.array([[0.0], [0.3]])}
 

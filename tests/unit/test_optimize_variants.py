@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tensorgate.server.inputs import TensorSpec
+from tensorgate.server.tensors import TensorSpec
 from tensorgate.tools.optimize.agreement import compare
 from tensorgate.tools.optimize.errors import OptimizeError
 from tensorgate.tools.optimize.variants import (
@@ -23,8 +23,8 @@ from tensorgate.tools.optimize.variants import (
 
 FEATURES, HIDDEN, CLASSES = 16, 64, 5
 OUTPUTS = [
-    TensorSpec("label", np.dtype(np.int64), (None,)),
-    TensorSpec("probabilities", np.dtype(np.float32), (None, CLASSES)),
+    TensorSpec("label", "INT64", (-1,)),
+    TensorSpec("probabilities", "FP32", (-1, CLASSES)),
 ]
 #: The documented tolerances (docs/optimization.md, "Tolerances").
 GRAPH_MAX_ABS_DIFF = 1e-5

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +13,10 @@ from onnx import TensorProto, helper
 
 from tensorgate.server.inputs import InputError
 from tensorgate.server.model_config import WarmupConfig
+from tensorgate.server.tensors import TensorSpec
 from tensorgate.server.warmup import representative_inputs, warm_up
 
-
-@dataclass(frozen=True)
-class Spec:
-    """An input as the server describes it: OIP datatype, -1 for a variable dimension."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-
-PIXELS = Spec("pixels", "FP32", (-1, 8))
+PIXELS = TensorSpec("pixels", "FP32", (-1, 8))
 
 
 @pytest.fixture
@@ -77,7 +67,7 @@ def test_random_inputs_are_the_same_on_every_load() -> None:
 
 
 def test_a_fixed_batch_dimension_wins_over_the_configured_sizes() -> None:
-    fixed = Spec("image", "FP32", (2, 3))
+    fixed = TensorSpec("image", "FP32", (2, 3))
 
     feeds = representative_inputs([fixed], WarmupConfig(batch_sizes=[1, 8]))
 
@@ -106,7 +96,7 @@ def test_string_inputs_without_a_file_skip_warmup_with_a_warning(
 ) -> None:
     calls: list[object] = []
     with caplog.at_level(logging.WARNING, logger="tensorgate.server.warmup"):
-        result = warm_up(calls.append, [Spec("text", "BYTES", (-1,))], WarmupConfig())
+        result = warm_up(calls.append, [TensorSpec("text", "BYTES", (-1,))], WarmupConfig())
 
     assert result.runs == 0 and calls == []
     assert "warmup skipped" in caplog.text and "text" in caplog.text

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from tensorgate.server.inputs import batch_size_for, random_feed, session_specs
+from tensorgate.server.inputs import batch_size_for, random_feed
 from tensorgate.server.repository import ModelLocation
 from tensorgate.server.sessions import create_session
 from tensorgate.server.settings import Settings
+from tensorgate.server.spinning import session_config_for
+from tensorgate.server.tensors import session_specs
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 WARMUP_RUNS = 3
@@ -78,8 +80,8 @@ def measure_limit(
     session = create_session(
         location.path,
         location.name,
-        location.config.session,
-        settings.intra_op_threads,
+        session_config_for(location, settings),  # spinning decided as the worker decides it
+        settings.worker_intra_op_threads,
         settings.inter_op_threads,
     )
     inputs, _ = session_specs(session)

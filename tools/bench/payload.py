@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tensorgate.codec.messages import build_infer_request
-from tensorgate.server.inputs import TensorSpec, concrete_shape, random_feed
-from tensorgate.server.tensors import TensorSpec as ServedTensorSpec
+from tensorgate.server.inputs import concrete_shape, random_feed
+from tensorgate.server.tensors import DYNAMIC, TensorSpec
 
 #: raw_input_contents is field 7, length-delimited (wire type 2)
 _RAW_INPUT_TAG = bytes([(7 << 3) | 2])
@@ -34,7 +34,7 @@ class PayloadSpec:
     """What the requests carry: one sample of each input of ``model`` (picklable, for processes)."""
 
     model: str
-    inputs: tuple[ServedTensorSpec, ...]
+    inputs: tuple[TensorSpec, ...]
     version: str = ""
     repeat_ratio: float = 0.0
     repeat_pool: int = 0
@@ -52,9 +52,9 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def sample_shapes(inputs: Sequence[ServedTensorSpec]) -> dict[str, tuple[int, ...]]:
+def sample_shapes(inputs: Sequence[TensorSpec]) -> dict[str, tuple[int, ...]]:
     """The shape of one sample of each input: batch dimension 1, other variable dimensions 1."""
-    return {t.name: concrete_shape(TensorSpec.of(t), 1) for t in inputs}
+    return {t.name: concrete_shape(t, 1) for t in inputs}
 
 
 class RequestSource:
@@ -65,7 +65,7 @@ class RequestSource:
         shapes = sample_shapes(spec.inputs)
         # One row of each of these specs is one request's tensor, whatever the model's batch dim.
         self._row_specs = [
-            TensorSpec(t.name, TensorSpec.of(t).dtype, (None, *shapes[t.name])) for t in spec.inputs
+            TensorSpec(t.name, t.datatype, (DYNAMIC, *shapes[t.name])) for t in spec.inputs
         ]
         header_inputs = {s.name: np.zeros(shapes[s.name], dtype=s.dtype) for s in self._row_specs}
         header = build_infer_request(spec.model, header_inputs, version=spec.version or None)

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tensorgate.tools.bench.summary import ECHO, Run
+from tensorgate.tools.bench.summary import YARDSTICKS, Run
 
 #: the limit is drawn when it is at most this many times the fastest run's throughput
 LIMIT_ON_CHART = 3.0
@@ -56,11 +56,12 @@ def runs_table(name: str, runs: Sequence[Run]) -> Table:
     server configuration at the same load."""
     extra = sorted(
         {k for r in runs for k in r.get("ratios", {}) if k.startswith("throughput_vs_")}
-        - {"throughput_vs_limit", "throughput_vs_echo"}
+        - {"throughput_vs_limit", "throughput_vs_echo", "throughput_vs_thin"}
     )
     table = Table(title=f"{name}: latency in ms, CPU in µs per request")
     columns = ["target", "load", "req/s", "p50", "p90", "p99", "p99.9", "errors"]
     columns += ["srv CPU", "gen CPU", "batch", "x limit", "x echo", "p50-echo"]
+    columns += ["x thin", "CPU-thin", "p50-thin"]
     columns += [f"x {k.removeprefix('throughput_vs_')}" for k in extra]
     for column in columns:
         table.add_column(column, justify="left" if column in ("target", "errors") else "right")
@@ -81,8 +82,11 @@ def runs_table(name: str, runs: Sequence[Run]) -> Table:
             _ratio(ratios.get("throughput_vs_limit")),
             _ratio(ratios.get("throughput_vs_echo")),
             _num(ratios.get("p50_minus_echo_ms"), 3),
+            _ratio(ratios.get("throughput_vs_thin")),
+            _num(ratios.get("server_cpu_minus_thin_us"), 0),
+            _num(ratios.get("p50_minus_thin_ms"), 3),
             *(_ratio(ratios.get(k)) for k in extra),
-            style="dim" if run["target"] == ECHO else None,
+            style="dim" if run["target"] in YARDSTICKS else None,
         )
     return table
 
@@ -99,10 +103,19 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+class PlottingUnavailable(RuntimeError):
+    """The benchmark's plot needs matplotlib, which only the ``bench`` extra installs."""
+
+
 def draw_png(report: dict[str, Any], path: Path) -> None:
     """Latency (p50 solid, p99 dashed) against throughput, one colour per target; the limit as a
-    vertical line."""
-    import matplotlib
+    vertical line. Raises :class:`PlottingUnavailable` without matplotlib (the ``bench`` extra)."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise PlottingUnavailable(
+            "no PNG: matplotlib is not installed (pip install 'tensorgate[bench]')"
+        ) from error
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

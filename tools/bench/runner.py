@@ -1,4 +1,5 @@
-"""Runs a scenario: the limit, each server configuration, then the echo server; one report dict.
+"""Runs a scenario: the limit, each server configuration, then the echo and thin servers; one
+report dict.
 
 Servers run one at a time, never beside each other or beside the limit measurement, so that each
 has the machine to itself (with the load generator).
@@ -29,6 +30,7 @@ from tensorgate.server.repository import ModelRepository
 from tensorgate.server.sessions import create_session
 from tensorgate.server.settings import Settings
 from tensorgate.server.tensors import TensorSpec
+from tensorgate.server.workers import settings_environment
 from tensorgate.tools.bench import servers
 from tensorgate.tools.bench.cpu import tree_cpu_seconds
 from tensorgate.tools.bench.limit import measure_limit
@@ -37,7 +39,7 @@ from tensorgate.tools.bench.payload import PayloadSpec
 from tensorgate.tools.bench.progress import BenchProgress
 from tensorgate.tools.bench.repository import repository_without_batching
 from tensorgate.tools.bench.scenario import Scenario, ServerConfig
-from tensorgate.tools.bench.summary import ECHO, Run, add_ratios, run_record
+from tensorgate.tools.bench.summary import ECHO, THIN, Run, add_ratios, run_record
 from tensorgate.tools.probes import free_port
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ def planned_seconds(plan: Scenario) -> float:
     """What the progress bar expects the whole benchmark to take."""
     per_target = (len(plan.concurrency) + len(plan.rates)) * (plan.warmup + plan.duration)
     targets = (len(plan.servers) if plan.serve else 0) + int(bool(plan.targets)) + int(plan.echo)
+    targets += len(THIN) if plan.thin else 0
     total = targets * per_target
     if plan.limit:
         total += len(plan.limit_batches) * plan.limit_seconds
@@ -112,7 +115,7 @@ def payload_from_repository(plan: Scenario) -> PayloadSpec:
         location.path,
         location.name,
         location.config.session,
-        settings.intra_op_threads,
+        settings.worker_intra_op_threads,
         settings.inter_op_threads,
     )
     return _payload(plan, tuple(TensorSpec.from_ort(node) for node in session.get_inputs()))
@@ -187,9 +190,15 @@ class Runner:
         self.runs: list[Run] = []
 
     def measure(
-        self, label: str, targets: Sequence[str], pids: Sequence[int], payload: PayloadSpec
+        self,
+        label: str,
+        targets: Sequence[str],
+        pids: Sequence[int],
+        payload: PayloadSpec,
+        grpc_core: str | None = None,
     ) -> None:
-        """Every load of the plan against ``targets``, appended to ``runs``."""
+        """Every load of the plan against ``targets``, appended to ``runs``; ``grpc_core`` is the
+        servers' gRPC core where known, for the comparison with the thin server on the same."""
         for spec in load_specs(self.plan, targets, payload):
             sampler = WindowSampler(pids, targets, self.plan.model)
             seconds = spec.warmup_s + spec.duration_s
@@ -198,6 +207,7 @@ class Runner:
             cpu, batch = sampler.result()
             record = run_record(label, spec, result, cpu, batch)
             record["server_pids"] = list(pids)
+            record["grpc_core"] = grpc_core
             self.runs.append(record)
 
     def limit(self) -> dict[str, Any]:
@@ -215,7 +225,7 @@ class Runner:
             "batches": [b.as_dict() for b in batches],
             "best": best.as_dict(),
             "max_batch_size": location.config.max_batch_size,
-            "intra_op_threads": settings.intra_op_threads,
+            "intra_op_threads": settings.worker_intra_op_threads,
             "inter_op_threads": settings.inter_op_threads,
         }
 
@@ -247,6 +257,20 @@ class Runner:
         with servers.running(command, port, logs / "echo.log") as running:
             yield running
 
+    @contextmanager
+    def thin(self, core: str, logs: Path) -> Iterator[servers.RunningServer]:
+        """The thin server on ``core``, with the session settings of the first server config."""
+        settings = server_settings(self.plan.model_repository, self.plan.servers[0].server_args)
+        threads, max_rpcs = echo_pool_size(settings)
+        port = free_port()
+        command = servers.thin_command(core, self.plan.model, port, threads, max_rpcs)
+        env = settings_environment(settings.model_copy(update={"port": port, "metrics_port": 0}))
+        with (
+            self.progress.phase(f"starting {THIN[core]}", 0.0),
+            servers.running(command, port, logs / f"{THIN[core]}.log", env) as running,
+        ):
+            yield running
+
 
 def host_description() -> dict[str, Any]:
     """The machine and versions, and its load, so a result on a busy machine says so."""
@@ -276,7 +300,7 @@ def run_scenario(plan: Scenario, show_progress: bool = True) -> dict[str, Any]:
         "limit": None,
         "runs": [],
     }
-    loaded = bool(plan.serve or plan.targets or plan.echo)
+    loaded = bool(plan.serve or plan.targets or plan.echo or plan.thin)
     with (
         BenchProgress(planned_seconds(plan), show_progress) as progress,
         GeneratorPool(plan.processes if loaded else 0) as pool,
@@ -290,14 +314,21 @@ def run_scenario(plan: Scenario, show_progress: bool = True) -> dict[str, Any]:
             for server in plan.servers:
                 with runner.serving(server, Path(logs)) as running:
                     payload = payload or payload_from_server(plan, running.target)
-                    runner.measure(server.label, [running.target], [running.pid], payload)
+                    runner.measure(
+                        server.label, [running.target], [running.pid], payload, server.grpc_core
+                    )
         elif plan.targets:
             payload = payload_from_server(plan, plan.targets[0])
             runner.measure("target", plan.targets, plan.server_pids, payload)
         if plan.echo:
             payload = payload or payload_from_repository(plan)
             with runner.echo(Path(logs)) as running:
-                runner.measure(ECHO, [running.target], [running.pid], payload)
+                runner.measure(ECHO, [running.target], [running.pid], payload, "threads")
+        if plan.thin:
+            payload = payload or payload_from_repository(plan)
+            for core, label in THIN.items():
+                with runner.thin(core, Path(logs)) as running:
+                    runner.measure(label, [running.target], [running.pid], payload, core)
     report["runs"] = runner.runs
     report["host"]["load_average_after"] = list(os.getloadavg())
     best = report["limit"]["best"]["samples_per_s"] if report["limit"] else None

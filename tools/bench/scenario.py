@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tensorgate.tools.bench.limit import DEFAULT_BATCH_SIZES
+from tensorgate.tools.bench.summary import YARDSTICKS
 
 RESULTS_DIR = Path("benchmarks/results")
 
@@ -44,6 +45,17 @@ class ServerConfig(_Strict):
     label: str = Field("server", pattern=r"^[A-Za-z0-9_.-]+$")
     server_args: list[str] = Field(default_factory=list, description="flags of tensorgate serve")
     batching: bool = Field(True, description="false: a repository copy with dynamic batching off")
+
+    @property
+    def grpc_core(self) -> str | None:
+        """The gRPC core its ``--grpc-core`` flag names (the last one wins), None when not given."""
+        core = None
+        for index, arg in enumerate(self.server_args):
+            if arg.startswith("--grpc-core="):
+                core = arg.split("=", 1)[1]
+            elif arg == "--grpc-core" and index + 1 < len(self.server_args):
+                core = self.server_args[index + 1]
+        return core
 
 
 class Scenario(_Strict):
@@ -62,6 +74,9 @@ class Scenario(_Strict):
     duration: float = Field(5.0, gt=0, description="measured seconds per run")
     warmup: float = Field(1.0, ge=0, description="unmeasured seconds before each run")
     echo: bool = Field(False, description="also measure the echo server: the floor")
+    thin: bool = Field(
+        False, description="also measure the thin servers (grpcio threads and grpc.aio)"
+    )
     limit: bool = Field(False, description="also measure in-process ONNX Runtime: the ceiling")
     limit_batches: list[int] = Field(default_factory=lambda: list(DEFAULT_BATCH_SIZES))
     limit_seconds: float = Field(2.0, gt=0, description="per batch size")
@@ -81,16 +96,19 @@ class Scenario(_Strict):
             raise ValueError("serve and limit need model_repository")
         if self.echo and not (self.serve or self.targets or self.model_repository):
             raise ValueError("echo needs a server or model_repository to read the inputs from")
-        if not (self.serve or self.targets or self.echo or self.limit):
-            raise ValueError("nothing to measure: give serve, targets, echo or limit")
-        if (self.serve or self.targets or self.echo) and not (self.concurrency or self.rates):
+        if self.thin and self.model_repository is None:
+            raise ValueError("thin needs model_repository: it serves the model itself")
+        if not (self.serve or self.targets or self.echo or self.thin or self.limit):
+            raise ValueError("nothing to measure: give serve, targets, echo, thin or limit")
+        loaded = self.serve or self.targets or self.echo or self.thin
+        if loaded and not (self.concurrency or self.rates):
             raise ValueError("give concurrency levels or rates to run the load at")
         if any(c < 1 for c in self.concurrency) or any(r <= 0 for r in self.rates):
             raise ValueError("concurrency levels must be >= 1 and rates > 0")
         if len({s.label for s in self.servers}) != len(self.servers):
             raise ValueError("server labels must differ")
-        if any(s.label == "echo" for s in self.servers):
-            raise ValueError("'echo' is the echo server's label")
+        if any(s.label in YARDSTICKS for s in self.servers):
+            raise ValueError(f"{', '.join(YARDSTICKS)} are the yardsticks' labels")
         if self.repeat_ratio > 0 and self.repeat_pool == 0:
             raise ValueError("repeat_ratio needs repeat_pool > 0")
         return self

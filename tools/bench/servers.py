@@ -1,4 +1,4 @@
-"""The processes a benchmark starts: ``tensorgate serve`` and the echo server, on free ports.
+"""The processes a benchmark starts: ``tensorgate serve``, the echo and thin servers, on free ports.
 
 Each runs until its ``with`` block ends; waits are bounded, and a server that fails to come up is
 reported with the tail of its log.
@@ -7,10 +7,11 @@ reported with the tail of its log.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,27 @@ def echo_command(port: int, threads: int, max_concurrent_rpcs: int) -> list[str]
     ]
 
 
+def thin_command(
+    core: str, model: str, port: int, threads: int, max_concurrent_rpcs: int
+) -> list[str]:
+    """The thin server (tools/bench/thin.py) on ``core``; its settings travel in the environment."""
+    return [
+        sys.executable,
+        "-m",
+        "tensorgate.tools.bench.thin",
+        "--core",
+        core,
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+        "--max-concurrent-rpcs",
+        str(max_concurrent_rpcs),
+    ]
+
+
 def _tail(path: Path) -> str:
     try:
         return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
@@ -74,10 +96,16 @@ def _tail(path: Path) -> str:
 
 
 @contextmanager
-def running(command: Sequence[str], port: int, log_path: Path) -> Iterator[RunningServer]:
-    """Starts ``command`` (a gRPC server on ``port``), waits until it is SERVING, stops it after."""
+def running(
+    command: Sequence[str], port: int, log_path: Path, env: Mapping[str, str] | None = None
+) -> Iterator[RunningServer]:
+    """Starts ``command`` (a gRPC server on ``port``), waits until it is SERVING, stops it after;
+    ``env`` is added to this process's environment."""
+    environment = {**os.environ, **env} if env is not None else None
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=environment
+        )
     target = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S

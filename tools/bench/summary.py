@@ -2,7 +2,9 @@
 
 A run record is a plain dict, as written to the JSON. Ratios read every server result against the
 yardsticks: the in-process limit (best batch size), the echo floor at the same concurrency or rate,
-and the first server configuration of the scenario (e.g. batching on against off).
+the thin servers at the same load (throughput against the faster one; CPU and p50 against the one
+on the same gRPC core where the run's core is known, else the faster one), and the first server
+configuration of the scenario (e.g. batching on against off).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from tensorgate.tools.bench.load import LoadResult, LoadSpec
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9}
 ECHO = "echo"
+#: the thin server's label on each gRPC core
+THIN = {"threads": "thin-threads", "aio": "thin-aio"}
+YARDSTICKS = (ECHO, *THIN.values())
 
 Run = dict[str, Any]
 
@@ -79,16 +84,34 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def thin_reference(run: Run, thins: Sequence[Run]) -> tuple[Run | None, Run | None]:
+    """(the faster thin run, the thin run to compare CPU and latency with) among ``thins`` at the
+    run's load: the one on the run's gRPC core when it is known and measured, else the faster."""
+    if not thins:
+        return None, None
+    faster = max(thins, key=lambda r: r["throughput_rps"])
+    same_core = next(
+        (t for t in thins if t["target"] == THIN.get(run.get("grpc_core") or "")), None
+    )
+    return faster, same_core or faster
+
+
 def add_ratios(runs: Sequence[Run], limit_samples_per_s: float | None) -> None:
-    """Sets ``ratios`` on every run that is not the echo server's."""
+    """Sets ``ratios`` on every run that is not the echo server's; ``thin_reference`` names the
+    thin run its CPU and latency were compared with."""
     echo = {_key(r): r for r in runs if r["target"] == ECHO}
-    labels = [r["target"] for r in runs if r["target"] != ECHO]
+    thins: dict[tuple[str, float | None], list[Run]] = {}
+    for r in runs:
+        if r["target"] in THIN.values():
+            thins.setdefault(_key(r), []).append(r)
+    labels = [r["target"] for r in runs if r["target"] not in YARDSTICKS]
     first = {_key(r): r for r in runs if labels and r["target"] == labels[0]}
     for run in runs:
         if run["target"] == ECHO:
             continue
         floor = echo.get(_key(run))
         baseline = first.get(_key(run))
+        faster_thin, thin = thin_reference(run, thins.get(_key(run), []))
         ratios: dict[str, float | None] = {
             "throughput_vs_limit": _ratio(run["throughput_rps"], limit_samples_per_s),
             "throughput_vs_echo": _ratio(run["throughput_rps"], floor and floor["throughput_rps"]),
@@ -98,7 +121,20 @@ def add_ratios(runs: Sequence[Run], limit_samples_per_s: float | None) -> None:
             "server_cpu_minus_echo_us": _difference(
                 run["server_cpu_us_per_request"], floor and floor["server_cpu_us_per_request"]
             ),
+            "throughput_vs_thin": _ratio(
+                run["throughput_rps"], faster_thin and faster_thin["throughput_rps"]
+            ),
+            "server_cpu_minus_thin_us": _difference(
+                run["server_cpu_us_per_request"], thin and thin["server_cpu_us_per_request"]
+            ),
+            "server_cpu_vs_thin": _ratio(
+                run["server_cpu_us_per_request"], thin and thin["server_cpu_us_per_request"]
+            ),
+            "p50_minus_thin_ms": _difference(
+                run["latency_ms"]["p50"], thin and thin["latency_ms"]["p50"]
+            ),
         }
+        run["thin_reference"] = thin and thin["target"]
         if baseline is not None and baseline is not run:
             ratios[f"throughput_vs_{labels[0]}"] = _ratio(
                 run["throughput_rps"], baseline["throughput_rps"]

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tensorgate.server.inputs import Feed, TensorSpec, chunks
+from tensorgate.server.inputs import Feed, chunks
+from tensorgate.server.tensors import TensorSpec
 
 Outputs = dict[str, np.ndarray]
 

@@ -20,16 +20,15 @@ import onnxruntime as ort
 
 from tensorgate.server.inputs import (
     Feed,
-    TensorSpec,
     batch_size_for,
     load_feed,
     random_feed,
     rows,
-    session_specs,
     take_rows,
 )
 from tensorgate.server.model_config import ModelConfig, load_model_config
 from tensorgate.server.sessions import create_session
+from tensorgate.server.tensors import TensorSpec, session_specs
 from tensorgate.tools.optimize import accept, agreement, promote, report
 from tensorgate.tools.optimize.errors import OptimizeError
 from tensorgate.tools.optimize.measure import measure_speed

@@ -1,45 +1,42 @@
-"""Tensor specs, random inputs and inputs read from .npy/.npz files."""
+"""The one tensor spec, random inputs and inputs read from .npy/.npz files."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from tensorgate.server.inputs import (
     InputError,
-    TensorSpec,
     batch_size_for,
     chunks,
     load_feed,
     random_feed,
     take_rows,
 )
+from tensorgate.server.tensors import TensorSpec
 
-PIXELS = TensorSpec("pixels", np.dtype(np.float32), (None, 64))
-TOKENS = TensorSpec("tokens", np.dtype(np.int64), (None, None))
-MASK = TensorSpec("mask", np.dtype(np.bool_), (None, 3))
-
-
-@dataclass(frozen=True)
-class OipSpec:
-    """A spec as the server describes tensors: an OIP datatype and -1 for variable dims."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
+PIXELS = TensorSpec("pixels", "FP32", (-1, 64))
+TOKENS = TensorSpec("tokens", "INT64", (-1, -1))
+MASK = TensorSpec("mask", "BOOL", (-1, 3))
 
 
-def test_specs_normalise_dynamic_dims_and_oip_datatypes() -> None:
-    assert TensorSpec.of(OipSpec("x", "FP16", (-1, 3))) == TensorSpec(
-        "x", np.dtype(np.float16), (None, 3)
-    )
-    assert TensorSpec.of(PIXELS) == PIXELS
-    symbolic = TensorSpec.of(TensorSpec("y", np.dtype(np.int32), ("batch", 2)))  # type: ignore[arg-type]
-    assert symbolic.shape == (None, 2)
-    assert symbolic.batched
+def test_a_spec_from_onnx_runtime_has_oip_datatype_variable_dims_and_numpy_dtype() -> None:
+    node = SimpleNamespace(name="y", type="tensor(float16)", shape=["batch", None, 2])
+
+    spec = TensorSpec.from_ort(node)
+
+    assert spec == TensorSpec("y", "FP16", (-1, -1, 2))
+    assert spec.dtype == np.float16 and spec.is_float and spec.has_dynamic_batch
+    assert not TensorSpec("ids", "INT64", (4, 3)).has_dynamic_batch
+
+
+def test_an_onnx_type_tensorgate_cannot_serve_is_named() -> None:
+    node = SimpleNamespace(name="seq", type="seq(tensor(float))", shape=[])
+    with pytest.raises(ValueError, match=r"tensor 'seq' has type seq\(tensor\(float\)\)"):
+        TensorSpec.from_ort(node)
 
 
 def test_random_inputs_have_the_right_shape_dtype_and_range() -> None:
@@ -52,7 +49,7 @@ def test_random_inputs_have_the_right_shape_dtype_and_range() -> None:
 
 
 def test_a_fixed_first_dimension_sets_the_batch() -> None:
-    fixed = TensorSpec("image", np.dtype(np.float32), (4, 3))
+    fixed = TensorSpec("image", "FP32", (4, 3))
 
     assert batch_size_for([PIXELS], 32) == 32
     assert batch_size_for([fixed], 32) == 4
@@ -62,7 +59,7 @@ def test_a_fixed_first_dimension_sets_the_batch() -> None:
 
 
 def test_strings_cannot_be_made_up() -> None:
-    text = TensorSpec("text", np.dtype(np.object_), (None,))
+    text = TensorSpec("text", "BYTES", (-1,))
     with pytest.raises(InputError, match="cannot make random inputs for text"):
         random_feed([text], 2, np.random.default_rng(0))
 
@@ -88,7 +85,7 @@ def test_npz_feeds_inputs_by_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arrays", "specs", "message"),
     [
-        ({"x.npy": np.zeros((2, 63), np.float32)}, [PIXELS], r"needs shape \(None, 64\)"),
+        ({"x.npy": np.zeros((2, 63), np.float32)}, [PIXELS], r"needs shape \[-1, 64\]"),
         ({"x.npy": np.zeros((64,), np.float32)}, [PIXELS], "needs rank 2"),
         ({"x.npy": np.zeros((2, 64), np.float32)}, [PIXELS, TOKENS], "give an .npz"),
         ({"x.npy": np.zeros((2, 64), np.complex64)}, [PIXELS], "the file holds complex64"),
