@@ -142,6 +142,7 @@ def test_a_missing_or_empty_repository_is_one_line_and_a_non_zero_exit(
     for command in (
         [sys.executable, "-m", "tensorgate.server", "--model-repository", str(root), "--port", "0"],
         [sys.executable, "-m", "tensorgate.cli.main", "serve", "--model-repository", str(root)],
+        [sys.executable, "-m", "tensorgate.cli.main", "up", "--model-repository", str(root)],
     ):
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=env
