@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+UP_ARGS ?=
 
 .PHONY: run test install-dev install-server system-deps proto lint wheel-check bench clean docs-settings lock k8s-generate
 
@@ -31,8 +32,9 @@ system-deps:
 		$$SUDO apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
 
+## Ctrl-C drains and stops (a second one kills at once); UP_ARGS adds flags of `tensorgate up`
 run: install-server
-	$(BIN)/tensorgate up --model-repository examples/models --port $(PORT)
+	$(BIN)/tensorgate up --model-repository examples/models --port $(PORT) $(UP_ARGS)
 
 test: install-dev system-deps
 	$(BIN)/python -m pytest -q

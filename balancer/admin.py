@@ -75,6 +75,15 @@ class EnvoyAdmin:
         """Ports of the hosts Envoy would route to now."""
         return {h.port for h in self.hosts(cluster) if h.healthy}
 
+    def drain_listeners(self) -> None:
+        """Starts Envoy's graceful drain: GOAWAY to every caller's connection, then the listeners
+        close after the drain time (``--drain-time-s``)."""
+        status, body = self._request("/drain_listeners?graceful", method="POST")
+        if status != 200:
+            raise AdminUnavailable(
+                f"{self.base_url}/drain_listeners answered HTTP {status}: {body!r}"
+            )
+
     def stats(self, prefix: str) -> dict[str, int]:
         """Counters and gauges whose name starts with ``prefix``."""
         status, body = self._request(f"/stats?format=json&filter=^{prefix}")

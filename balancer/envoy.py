@@ -10,6 +10,9 @@ from pathlib import Path
 
 #: Overrides where Envoy is looked for.
 ENVOY_BINARY_ENV = "TENSORGATE_ENVOY_BINARY"
+#: How long a graceful drain (admin ``/drain_listeners?graceful``) tells callers to go away (HTTP/2
+#: GOAWAY at once: the ``immediate`` strategy) before the listeners close.
+DRAIN_TIME_SECONDS = 1
 
 
 class EnvoyNotFound(RuntimeError):
@@ -43,6 +46,10 @@ def envoy_command(
         "-c",
         str(config_path),
         "--disable-hot-restart",
+        "--drain-time-s",
+        str(DRAIN_TIME_SECONDS),
+        "--drain-strategy",
+        "immediate",
         "--log-level",
         log_level,
     ]

@@ -22,7 +22,7 @@ from types import FrameType
 
 from tensorgate.balancer.admin import AdminUnavailable, EnvoyAdmin
 from tensorgate.balancer.backoff import Backoff
-from tensorgate.balancer.envoy import envoy_command
+from tensorgate.balancer.envoy import DRAIN_TIME_SECONDS, envoy_command
 from tensorgate.balancer.envoy_config import write_bootstrap
 from tensorgate.balancer.ports import PortLayout
 from tensorgate.balancer.processes import Child
@@ -34,10 +34,16 @@ from tensorgate.server.workers import worker_command
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.1
+#: the same signal again within this many seconds is one signal (delivered twice, not sent twice)
+SAME_SIGNAL_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Beyond drain + grace, how long a stopping worker may take before it is killed.
 EXIT_MARGIN_SECONDS = 5.0
 ENVOY_STOP_SECONDS = 10.0
+#: beyond Envoy's drain time, how long calls still in flight through it may take to finish
+ENVOY_DRAIN_MARGIN_SECONDS = 5.0
+#: Envoy's gauge of calls in flight on the front door
+INGRESS_ACTIVE_STAT = "http.grpc_ingress.downstream_rq_active"
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class Supervisor:
         self.workers = [Slot(self._worker_child(i)) for i in range(config.layout.workers)]
         self.envoy: Slot | None = None
         self._signals: list[int] = []
+        self._last_signal_at: dict[int, float] = {}
         self._rolling: Iterator[None] | None = None
 
     # -- children
@@ -144,6 +151,13 @@ class Supervisor:
     # -- signals
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        """Queues a signal. The same signal again within SAME_SIGNAL_SECONDS counts once: `make`
+        and a terminal each deliver a Ctrl-C, and a group-wide SIGTERM arrives twice through make."""
+        now = time.monotonic()
+        last = self._last_signal_at.get(signum)
+        self._last_signal_at[signum] = now
+        if last is not None and now - last < SAME_SIGNAL_SECONDS:
+            return
         self._signals.append(signum)
 
     def _take_signal(self) -> int | None:
@@ -310,9 +324,32 @@ class Supervisor:
             slot.child.kill()
         if self.envoy is not None:
             self.envoy.stopping = True
+            self._drain_envoy()
             self.envoy.child.stop(signal.SIGTERM, ENVOY_STOP_SECONDS)
         logger.info("stopped")
         return 0
+
+    def _drain_envoy(self) -> None:
+        """Before Envoy exits: GOAWAY to the callers, then wait (bounded) until no call is in
+        flight through it, so its exit cuts no accepted call. A second stop signal cuts it short."""
+        started = time.monotonic()
+        try:
+            self.admin.drain_listeners()
+        except AdminUnavailable as error:
+            logger.warning("Envoy did not start its drain (%s); stopping it anyway", error)
+            return
+
+        def drained() -> bool:
+            if time.monotonic() - started < DRAIN_TIME_SECONDS:
+                return False
+            try:
+                active = self.admin.stats(INGRESS_ACTIVE_STAT).get(INGRESS_ACTIVE_STAT, 0)
+            except AdminUnavailable:
+                return True
+            return active == 0
+
+        if self._wait(drained, DRAIN_TIME_SECONDS + ENVOY_DRAIN_MARGIN_SECONDS):
+            logger.info("Envoy drained its callers' connections")
 
     def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
         """Poll ``done`` until true (True), ``timeout`` s pass or a new stop signal arrives (False)."""

@@ -12,7 +12,9 @@ from tensorgate.balancer.ports import PortLayout, busy_ports
 from tensorgate.balancer.security import StackSecurity
 from tensorgate.balancer.settings import JwtProvider
 from tensorgate.balancer.supervisor import StackConfig, Supervisor
+from tensorgate.server.errors import RepositoryError
 from tensorgate.server.flags import add_settings_flags, settings_from_flags
+from tensorgate.server.repository import check_repository
 from tensorgate.server.settings import usable_cores
 from tensorgate.server.tls import TlsFileError
 
@@ -122,8 +124,10 @@ def handle(args: argparse.Namespace) -> int:
     except (ValueError, EnvoyNotFound, TlsFileError) as err:
         print(f"tensorgate up: {err}", file=sys.stderr)
         return 2
-    if not settings.model_repository.is_dir():
-        print(f"tensorgate up: no model repository at {settings.model_repository}", file=sys.stderr)
+    try:
+        check_repository(settings.model_repository)
+    except RepositoryError as err:
+        print(f"tensorgate up: {err.message}", file=sys.stderr)
         return 2
     busy = busy_ports(layout.all_ports())
     if busy:
@@ -142,7 +146,8 @@ def banner(config: StackConfig) -> str:
             f"  gRPC front door   {config.balancer.listen_host}:{layout.port} ({front_door(config)})",
             f"  worker metrics    {metrics}",
             f"  Envoy stats       http://127.0.0.1:{layout.admin_port}/stats/prometheus",
-            "Ctrl-C drains and stops; SIGHUP restarts the workers one at a time.",
+            "Ctrl-C drains and stops (a second Ctrl-C kills at once); "
+            "SIGHUP restarts the workers one at a time.",
         ]
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -12,14 +13,15 @@ from tensorgate.server.allocator import return_large_blocks_to_the_os
 from tensorgate.server.auth import AioAuthInterceptor, AuthInterceptor, authenticator_from_settings
 from tensorgate.server.cache import ResponseCache
 from tensorgate.server.dataplane import DataPlane
-from tensorgate.server.errors import TensorgateError
+from tensorgate.server.errors import ModelLoadError, TensorgateError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.health import Health
 from tensorgate.server.metrics import CacheSizeCollector, GpuCollector, Metrics, ModelStateCollector
 from tensorgate.server.model_config import load_model_config
-from tensorgate.server.models import ModelManager, ModelState
+from tensorgate.server.models import CONTROL_POLL, ModelManager, ModelState
+from tensorgate.server.polling import RepositoryPoller
 from tensorgate.server.probe_port import start_aio_probe_server, start_probe_server
-from tensorgate.server.repository import ModelRepository
+from tensorgate.server.repository import ModelRepository, check_repository
 from tensorgate.server.servicer import InferenceServicer
 from tensorgate.server.settings import Settings
 from tensorgate.server.streams import RequestSlots
@@ -50,7 +52,10 @@ def handler_threads(settings: Settings, repository: ModelRepository) -> int:
         return settings.grpc_threads
     largest = 0
     for name in repository.model_names():
-        config = load_model_config(repository.root / name)
+        try:
+            config = load_model_config(repository.root / name)
+        except ModelLoadError:  # that model will be UNAVAILABLE, with its reason
+            continue
         largest = max(largest, config.max_batch_size * config.instances)
     return CONCURRENCY_HEADROOM + 2 * largest + 8
 
@@ -83,14 +88,21 @@ class ServerApp:
         self.health = Health(self._events.loop if self._events is not None else None)
         self.ready = threading.Event()
         self.repository = ModelRepository(settings.model_repository)
-        self.metrics = Metrics()
         self.tracing = Tracing()
+        self._started = False
+        self._readiness_lock = threading.Lock()
         self.models = ModelManager(
             self.repository,
             settings,
             observers_for=lambda name: [self.metrics.batch_observer(name)],
             on_change=self._on_model_change,
             tracing=self.tracing,
+        )
+        self.metrics = Metrics(labels=self.models.metric_labels)
+        self.poller = (
+            RepositoryPoller(self.models, settings.repository_poll_seconds, settings.models)
+            if settings.model_control_mode == CONTROL_POLL
+            else None
         )
         self.metrics.registry.register(
             ModelStateCollector(self.models.index, self.models.queue_depths)
@@ -156,9 +168,26 @@ class ServerApp:
 
     def _on_model_change(self, name: str, state: ModelState, version: str) -> None:
         self.health.set_model(name, state == ModelState.READY)
+        self._refresh_readiness()
+
+    def _refresh_readiness(self) -> None:
+        """ServerReady and health "": once started and until draining, SERVING when no model
+        failed to load (strict readiness, as in Triton) or when at least one is ready (relaxed)."""
+        with self._readiness_lock:
+            if not self._started:
+                return
+            ready = self.models.readiness(self.settings.strict_readiness)
+            if ready:
+                self.ready.set()
+            else:
+                self.ready.clear()
+            self.health.set_server(ready)
 
     def start(self) -> int:
-        """Serves (NOT_SERVING until the models are loaded), loads the models; returns the port."""
+        """Serves (NOT_SERVING until the models are loaded), loads the models; returns the port.
+
+        Raises RepositoryError (one line) when the repository is missing or holds no model."""
+        check_repository(self.settings.model_repository)
         self.core.start()
         if self.settings.health_port:
             host, port = self.settings.host, self.settings.health_port
@@ -179,13 +208,26 @@ class ServerApp:
             if self.settings.models is not None
             else self.repository.model_names()
         )
-        for name in names:
-            try:
-                self.models.load(name)
-            except TensorgateError as error:  # the others still serve; the index says why
-                log.error("%s", error)
-        self.ready.set()
-        self.health.set_server(True)
+        if self.poller is not None:
+            self.poller.sync()
+            self.poller.start()
+        else:
+            for name in names:
+                # a model that fails is UNAVAILABLE with its reason; the others still serve
+                with contextlib.suppress(TensorgateError):
+                    self.models.load(name)
+        with self._readiness_lock:
+            self._started = True
+        self._refresh_readiness()
+        if not self.ready.is_set():
+            log.warning(
+                "not ready: %s (strict readiness; --no-strict-readiness serves the others)",
+                "; ".join(
+                    f"{name}: {reason}"
+                    for name, _version, state, reason in self.models.index()
+                    if state == ModelState.UNAVAILABLE and reason not in ("not loaded", "unloaded")
+                ),
+            )
         log.info(
             "serving %d model(s) on %s:%d (gRPC core %s, %s, max %d concurrent RPCs)",
             len(names),
@@ -203,6 +245,10 @@ class ServerApp:
         """Drain, then stop: NOT_SERVING for drain_seconds while still answering, so balancers
         move away; then requests in flight get grace_seconds to finish."""
         log.info("draining for %.1fs", self.settings.drain_seconds)
+        with self._readiness_lock:
+            self._started = False
+        if self.poller is not None:
+            self.poller.stop()
         self.ready.clear()
         self.health.drain()
         time.sleep(self.settings.drain_seconds)

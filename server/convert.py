@@ -12,6 +12,7 @@ from tensorgate.proto import inference_pb2 as pb
 from tensorgate.server.dataplane import InferRequest, InferResponse, request_deadline
 from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.models import ModelState, ServedModel
+from tensorgate.server.validation import check_one_content_kind, check_wire_shape
 
 _CONFIG_DATATYPES = {
     name: pb.DataType.Value(f"TYPE_{'STRING' if name == 'BYTES' else name}")
@@ -31,7 +32,6 @@ _CONFIG_DATATYPES = {
         "BYTES",
     )
 }
-
 
 #: a gRPC call without a deadline reports an "infinite" time remaining; treat anything this far out as none
 _NO_DEADLINE_S = 365 * 24 * 3600.0
@@ -61,10 +61,8 @@ def decode_infer_request(message: pb.ModelInferRequest, deadline: float | None) 
             if tensor.name in inputs:
                 raise InvalidInputError(f"input '{tensor.name}' is given twice")
             shape = tuple(tensor.shape)
-            if any(d < 0 for d in shape):
-                raise InvalidInputError(
-                    f"input '{tensor.name}': shape {list(shape)} has a negative dimension"
-                )
+            check_wire_shape(tensor.name, shape, tensor.datatype)
+            check_one_content_kind(tensor.name, bool(raw), tensor.contents.ByteSize())
             if raw:
                 inputs[tensor.name] = from_raw(raw[index], tensor.datatype, shape, tensor.name)
             else:

@@ -14,12 +14,11 @@ import numpy as np
 
 from tensorgate.codec.messages import ParameterValue
 from tensorgate.server.cache import Outcome, ResponseCache, shared
-from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.faults import FaultInjector
 from tensorgate.server.models import ModelManager, ServedModel
 from tensorgate.server.steps import Await, Sleep, Steps
 from tensorgate.server.tracing import Tracing
-from tensorgate.server.validation import validate_request
+from tensorgate.server.validation import cache_parameter, timeout_seconds, validate_request
 
 Outputs = dict[str, np.ndarray]
 
@@ -52,11 +51,7 @@ def request_deadline(
     timeout = parameters.get("timeout")
     if timeout is None:
         return transport_deadline
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-        raise InvalidInputError(
-            f"parameter 'timeout': expected a non-negative number of microseconds, received {timeout!r}"
-        )
-    own = time.monotonic() + float(timeout) / 1e6
+    own = time.monotonic() + timeout_seconds(timeout)
     return own if transport_deadline is None else min(own, transport_deadline)
 
 
@@ -115,11 +110,8 @@ class DataPlane:
         return InferResponse(request.model, model.version, request.id, outputs, parameters)
 
     def _uses_cache(self, model: ServedModel, request: InferRequest) -> bool:
-        return (
-            self._cache is not None
-            and model.config.cache_enabled
-            and request.parameters.get("cache", True) is not False
-        )
+        wanted = cache_parameter(request.parameters)
+        return self._cache is not None and model.config.cache_enabled and wanted
 
     def _cached(
         self,
@@ -177,9 +169,13 @@ class DataPlane:
         future = model.submit(
             request.inputs, request.outputs, request.deadline, trace_context, loop
         )
-        outputs: Outputs = yield Await(
-            future,
-            request.deadline,
-            f"model '{model.name}': the request's deadline passed before its result was ready",
-        )
+        try:
+            outputs: Outputs = yield Await(
+                future,
+                request.deadline,
+                f"model '{model.name}': the request's deadline passed before its result was ready",
+            )
+        except BaseException:
+            future.cancel()  # whatever ends the wait, queued work is not left to run for nobody
+            raise
         return outputs

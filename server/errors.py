@@ -4,6 +4,9 @@ TensorgateError                 base; INTERNAL with a generic message unless a s
 ├── InvalidInputError           INVALID_ARGUMENT: a tensor's name, datatype, shape or bytes are wrong
 ├── ModelNotFoundError          NOT_FOUND: no such model or version
 ├── ModelUnavailableError       UNAVAILABLE: the model is loading, unloading or unloaded
+├── ModelLoadError              FAILED_PRECONDITION: the model's files are broken (config, ONNX, provider)
+├── ModelControlError           FAILED_PRECONDITION: Load/Unload refused by the model control mode
+├── RepositoryError             the repository is missing or empty: the server does not start
 ├── ServerUnavailableError      UNAVAILABLE: draining, or an injected fault
 ├── ResourceExhaustedError      RESOURCE_EXHAUSTED: a full queue, a message over the limit
 ├── DeadlineExceededError       DEADLINE_EXCEEDED: dropped before compute, its deadline passed
@@ -42,6 +45,25 @@ class ModelNotFoundError(TensorgateError):
 class ModelUnavailableError(TensorgateError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "model_unavailable"
+
+
+class ModelLoadError(TensorgateError):
+    """A model that cannot load; ``message`` is one line naming the file, the key or line, and what
+    was expected. It becomes the model's UNAVAILABLE reason."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "load_failed"
+
+
+class ModelControlError(TensorgateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "model_control"
+
+
+class RepositoryError(TensorgateError):
+    """The repository path does not exist or holds no model: nothing to serve."""
+
+    reason = "repository"
 
 
 class ServerUnavailableError(TensorgateError):

@@ -10,9 +10,12 @@ from typing import Any
 
 import grpc
 
+from tensorgate.server.error_log import ErrorLog
 from tensorgate.server.errors import TensorgateError
 
 log = logging.getLogger(__name__)
+#: unexpected failures: the traceback once per distinct error per minute
+unexpected = ErrorLog(log)
 
 GENERIC_MESSAGE = "internal error; the server log has the details"
 
@@ -20,7 +23,7 @@ GENERIC_MESSAGE = "internal error; the server log has the details"
 def _status_of(error: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, TensorgateError):
         return error.code, error.message
-    log.error("unexpected failure in %s", method, exc_info=error)
+    unexpected.report(error, method)
     return grpc.StatusCode.INTERNAL, GENERIC_MESSAGE
 
 

@@ -68,10 +68,22 @@ class RequestRecord:
     trace_id: str | None = None
 
 
-class Metrics:
-    """Every series of a worker, in a registry of its own (no global state)."""
+#: maps a request's (model, version) to labels a caller cannot multiply
+LabelPolicy = Callable[[str, str], tuple[str, str]]
 
-    def __init__(self) -> None:
+
+def _as_given(model: str, version: str) -> tuple[str, str]:
+    return model, version
+
+
+class Metrics:
+    """Every series of a worker, in a registry of its own (no global state).
+
+    ``labels`` bounds the request series: the server passes one that keeps only served model names
+    and versions (anything else becomes ``_unknown``)."""
+
+    def __init__(self, labels: LabelPolicy = _as_given) -> None:
+        self._labels = labels
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_duration = Histogram(
@@ -156,7 +168,8 @@ class Metrics:
             raise
         finally:
             self.inflight.dec()
-            duration, count = self._request_series(record.model, record.version, status_of(error))
+            model, version = self._labels(record.model, record.version)
+            duration, count = self._request_series(model, version, status_of(error))
             exemplar = {"trace_id": record.trace_id} if record.trace_id else None
             duration.observe(time.perf_counter() - started, exemplar)
             count.inc()

@@ -5,11 +5,14 @@ Every key is optional: inputs and outputs are read from the ONNX graph. See docs
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tensorgate.server.errors import ModelLoadError
 
 CONFIG_FILE_NAME = "config.toml"
 
@@ -54,6 +57,22 @@ class SessionConfig(_Strict):
     io_binding: bool = True
     cuda_graphs: bool = False
 
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, providers: list[str]) -> list[str]:
+        """A misspelt provider is an error, not a silent fall back to the CPU."""
+        import onnxruntime as ort  # here: reading a config must not load ONNX Runtime at import
+
+        known = ort.get_all_providers()
+        for provider in providers:
+            if provider not in known:
+                close = difflib.get_close_matches(provider, known, n=1)
+                expected = f"did you mean '{close[0]}'?" if close else f"expected some of {known}"
+                raise ValueError(
+                    f"'{provider}' is not an ONNX Runtime execution provider ({expected})"
+                )
+        return providers
+
 
 class WarmupConfig(_Strict):
     """Runs before readiness turns true, so the first request pays no one-time cost."""
@@ -66,7 +85,7 @@ class WarmupConfig(_Strict):
 class ModelConfig(_Strict):
     """Everything a model directory's config.toml may set."""
 
-    platform: str = "onnxruntime_onnx"
+    platform: Literal["onnxruntime_onnx"] = "onnxruntime_onnx"
     version: int | None = Field(None, description="serve this version instead of the newest")
     max_batch_size: int = Field(64, ge=0, description="0 disables batching")
     instances: int = Field(1, ge=1, description="ONNX Runtime sessions fed by one batcher")
@@ -84,9 +103,47 @@ class ModelConfig(_Strict):
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:
-    """Reads ``config.toml`` from a model directory; defaults when there is none."""
+    """Reads ``config.toml`` from a model directory; defaults when there is none.
+
+    Raises ModelLoadError with one line naming the file, the key or line, and what was expected.
+    """
     path = model_dir / CONFIG_FILE_NAME
     if not path.is_file():
         return ModelConfig()
-    with path.open("rb") as handle:
-        return ModelConfig.model_validate(tomllib.load(handle))
+    try:
+        with path.open("rb") as handle:
+            table = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ModelLoadError(f"{path}: TOML syntax error: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{path}: cannot be read: {error}") from None
+    try:
+        return ModelConfig.model_validate(table)
+    except ValidationError as error:
+        raise ModelLoadError(f"{path}: {_first_problem(error)}") from None
+
+
+def _first_problem(error: ValidationError) -> str:
+    """The first validation error as one line: the dotted key, and what was expected."""
+    problem = error.errors()[0]
+    location = [str(part) for part in problem["loc"]]
+    key = ".".join(location)
+    if problem["type"] == "extra_forbidden":
+        allowed = sorted(_table_fields(location[:-1]))
+        close = difflib.get_close_matches(location[-1], allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown key '{key}'{hint}; expected one of {allowed}"
+    if problem["type"] == "value_error":
+        return f"key '{key}': {problem['msg'].removeprefix('Value error, ')}"
+    return f"key '{key}': {problem['msg']}; received {problem.get('input')!r}"
+
+
+def _table_fields(path: list[str]) -> list[str]:
+    """The keys a table of config.toml may hold (``[]``: the top level)."""
+    model: Any = ModelConfig
+    for part in path:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

@@ -17,18 +17,28 @@ from tensorgate.server.batching import (
     Feed,
     Runner,
 )
-from tensorgate.server.errors import ModelNotFoundError, ModelUnavailableError, TensorgateError
+from tensorgate.server.errors import (
+    ModelControlError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    TensorgateError,
+)
 from tensorgate.server.model_config import ModelConfig
-from tensorgate.server.repository import ModelLocation, ModelRepository, file_digest
+from tensorgate.server.repository import ModelLocation, ModelRepository, version_digest
 from tensorgate.server.sessions import create_session, make_runner
 from tensorgate.server.settings import Settings
 from tensorgate.server.spinning import session_config_for
 from tensorgate.server.stats import ModelStats
 from tensorgate.server.tensors import TensorSpec
 from tensorgate.server.tracing import BatchTracer, Tracing
+from tensorgate.server.validation import canonical_version
 from tensorgate.server.warmup import warm_up
 
 log = logging.getLogger(__name__)
+
+#: the metrics label of a model or version the server does not know (callers choose them)
+UNKNOWN_LABEL = "_unknown"
 
 
 class ModelState(enum.StrEnum):
@@ -79,7 +89,37 @@ def load_served_model(
     observers: Sequence[BatchObserver] = (),
     tracing: Tracing | None = None,
 ) -> ServedModel:
-    """Builds the sessions and the batcher of one model version; runs warmup before returning."""
+    """Builds the sessions and the batcher of one model version; runs warmup before returning.
+
+    Raises ModelLoadError, with one line naming the file and what was expected, when the files
+    cannot be served."""
+    try:
+        return _load_served_model(location, settings, observers, tracing)
+    except TensorgateError:
+        raise
+    except Exception as error:
+        raise ModelLoadError(load_failure_reason(location, error)) from error
+
+
+def load_failure_reason(location: ModelLocation, error: BaseException) -> str:
+    """One line for a model that failed to load: the file, what went wrong, what was expected."""
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if isinstance(error, OSError):
+        return f"{location.path}: cannot be read: {first_line}"
+    if type(error).__module__.startswith("onnxruntime"):
+        return (
+            f"{location.path}: expected an ONNX model that ONNX Runtime can load; "
+            f"{first_line.removeprefix('[ONNXRuntimeError] : ')}"
+        )
+    return f"{location.path}: failed to load ({type(error).__name__}: {first_line})"
+
+
+def _load_served_model(
+    location: ModelLocation,
+    settings: Settings,
+    observers: Sequence[BatchObserver],
+    tracing: Tracing | None,
+) -> ServedModel:
     config = location.config
     session_config = session_config_for(location, settings)
     sessions = [
@@ -110,7 +150,7 @@ def load_served_model(
     model = ServedModel(
         name=location.name,
         version=location.version,
-        digest=file_digest(location.path),
+        digest=version_digest(location.path.parent),
         config=config,
         inputs=inputs,
         outputs=outputs,
@@ -144,6 +184,12 @@ class _Entry:
     version: str = ""
     reason: str = ""
     model: ServedModel | None = None
+    #: the last load failed (the model is broken on disk), as opposed to loading or unloaded
+    failed: bool = False
+
+
+#: Model control modes (as in Triton): who may change the loaded models at run time
+CONTROL_NONE, CONTROL_EXPLICIT, CONTROL_POLL = "none", "explicit", "poll"
 
 
 class ModelManager:
@@ -165,40 +211,81 @@ class ModelManager:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
+        #: metric labels: the models this server knows and the versions each has served
+        self._label_versions: dict[str, frozenset[str]] = {}
 
     def _set(self, name: str, entry: _Entry) -> None:
         with self._lock:
             self._entries[name] = entry
+            if entry.model is not None:
+                known = self._label_versions.get(name, frozenset())
+                self._label_versions[name] = known | {entry.model.version}
+            else:
+                self._label_versions.setdefault(name, frozenset())
         self._on_change(name, entry.state, entry.version)
 
     def load(self, name: str, version: str | None = None) -> ServedModel:
-        """Loads (or reloads) a model; the old version keeps serving until the new one is ready."""
-        location = self.repository.locate(name, version)
+        """Loads (or reloads) a model; the old version keeps serving until the new one is ready.
+
+        A model that cannot load becomes UNAVAILABLE with a one-line reason (ModelLoadError);
+        the other models are not touched."""
         with self._lock:
             load_lock = self._load_locks.setdefault(name, threading.Lock())
         with load_lock:
             previous = self._entries.get(name)
-            if previous is None or previous.model is None:
-                self._set(name, _Entry(ModelState.LOADING, location.version))
+            serving = previous.model if previous is not None else None
             try:
+                location = self.repository.locate(name, version)
+                if serving is None:
+                    self._set(name, _Entry(ModelState.LOADING, location.version))
                 model = load_served_model(
                     location, self._settings, self._observers_for(name), self._tracing
                 )
-            except Exception as error:
-                log.exception("model %s version %s failed to load", name, location.version)
-                if previous is None or previous.model is None:
-                    self._set(
-                        name,
-                        _Entry(ModelState.UNAVAILABLE, location.version, f"load failed: {error}"),
-                    )
-                raise TensorgateError(
-                    f"model '{name}' version {location.version} failed to load: {error}"
-                ) from error
+            except ModelLoadError as error:
+                log.error("model %s failed to load: %s", name, error.message)
+                if serving is None:
+                    versions = self.repository.versions(name)
+                    attempted = str(versions[-1]) if versions else ""
+                    failure = _Entry(ModelState.UNAVAILABLE, attempted, error.message, failed=True)
+                    self._set(name, failure)
+                else:
+                    reason = f"{error.message}; version {serving.version} still serves"
+                    self._set(name, _Entry(ModelState.READY, serving.version, reason, serving))
+                raise
             self._set(name, _Entry(ModelState.READY, model.version, model=model))
             log.info("model %s version %s ready on %s", name, model.version, model.provider)
-        if previous is not None and previous.model is not None:
-            previous.model.close(self._settings.grace_seconds)
+        if serving is not None:
+            serving.close(self._settings.grace_seconds)
         return model
+
+    def request_load(self, name: str) -> ServedModel:
+        """RepositoryModelLoad: allowed only in the explicit control mode."""
+        self._check_control("RepositoryModelLoad")
+        return self.load(name)
+
+    def request_unload(self, name: str) -> None:
+        """RepositoryModelUnload: allowed only in the explicit control mode."""
+        self._check_control("RepositoryModelUnload")
+        self.unload(name)
+
+    def _check_control(self, call: str) -> None:
+        mode = self._settings.model_control_mode
+        if mode == CONTROL_EXPLICIT:
+            return
+        how = (
+            "the repository on disk decides what is served: change its files"
+            if mode == CONTROL_POLL
+            else "start the workers with --model-control-mode explicit or poll"
+        )
+        raise ModelControlError(f"{call} is refused: the model control mode is '{mode}'; {how}")
+
+    def remove(self, name: str) -> None:
+        """Unloads a model that left the repository and forgets it."""
+        self.unload(name)
+        with self._lock:
+            self._entries.pop(name, None)
+            self._label_versions.pop(name, None)
+        self._on_change(name, ModelState.UNAVAILABLE, "")
 
     def unload(self, name: str) -> None:
         """Stops new requests at once; requests already accepted finish before the sessions go."""
@@ -213,22 +300,53 @@ class ModelManager:
         self._set(name, _Entry(ModelState.UNAVAILABLE, entry.version, "unloaded"))
 
     def get(self, name: str, version: str = "") -> ServedModel:
-        """The ready model; NOT_FOUND when unknown, UNAVAILABLE when loading or unloaded."""
+        """The ready model; NOT_FOUND when unknown, UNAVAILABLE when loading or unloaded.
+
+        Versions are canonical integers: "01" is version 1; what is not a version is NOT_FOUND."""
         entry = self._entries.get(name)
         if entry is None:
             if name in self.repository.model_names():
                 raise ModelUnavailableError(f"model '{name}' is not loaded")
-            raise ModelNotFoundError(f"model '{name}' is not in the repository")
+            raise ModelNotFoundError(f"model '{name[:128]}' is not in the repository")
         model = entry.model
         if model is None:
-            raise ModelUnavailableError(f"model '{name}' is {entry.state.lower()}")
-        if version and version != model.version:
-            if version.isdigit() and int(version) in self.repository.versions(name):
-                raise ModelUnavailableError(
-                    f"model '{name}' version '{version}' is not loaded; version {model.version} is"
-                )
-            raise ModelNotFoundError(f"model '{name}' has no version '{version}'")
+            detail = f": {entry.reason}" if entry.failed else ""
+            raise ModelUnavailableError(f"model '{name}' is {entry.state.lower()}{detail}")
+        if version:
+            number = canonical_version(version)
+            if number is None:
+                raise ModelNotFoundError(f"model '{name}' has no version '{version[:32]}'")
+            if number != int(model.version):
+                if number in self.repository.versions(name):
+                    raise ModelUnavailableError(
+                        f"model '{name}' version '{number}' is not loaded; version {model.version} is"
+                    )
+                raise ModelNotFoundError(f"model '{name}' has no version '{number}'")
         return model
+
+    def metric_labels(self, name: str, version: str) -> tuple[str, str]:
+        """Labels a caller cannot multiply: a model this server knows, and a version it has
+        served; anything else is ``_unknown``."""
+        versions = self._label_versions.get(name)
+        if versions is None:
+            return UNKNOWN_LABEL, ""
+        if version in versions:
+            return name, version
+        number = canonical_version(version)
+        return name, str(number) if number is not None and str(
+            number
+        ) in versions else UNKNOWN_LABEL
+
+    def readiness(self, strict: bool) -> bool:
+        """Strict: at least one model is ready and none failed to load (a model still loading at
+        start keeps the server unready, since start() loads them all first). Relaxed: at least
+        one is ready."""
+        with self._lock:
+            entries = list(self._entries.values())
+        ready = any(e.state == ModelState.READY for e in entries)
+        if not strict:
+            return ready
+        return ready and not any(e.failed for e in entries)
 
     def queue_depths(self) -> dict[str, int]:
         return {model.name: model.batcher.queue_depth for model in self.ready_models()}

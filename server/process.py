@@ -39,7 +39,15 @@ def run_worker(settings: Settings) -> int:
 
 def serve(settings: Settings) -> int:
     """``tensorgate serve``: one worker in this process, or ``settings.workers`` child processes."""
+    from tensorgate.server.errors import RepositoryError
+    from tensorgate.server.repository import check_repository
+
     configure_logging(settings.log_level)
+    try:
+        check_repository(settings.model_repository)
+    except RepositoryError as error:
+        sys.stderr.write(f"tensorgate serve: {error.message}\n")
+        return 2
     if settings.workers > 1:
         from tensorgate.server.workers import run_workers
 

@@ -106,13 +106,13 @@ class InferenceServicer(GRPCInferenceServiceServicer):
     def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
-        self._models.load(request.model_name)
+        self._models.request_load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
-        self._models.unload(request.model_name)
+        self._models.request_unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # -- inference

@@ -61,6 +61,19 @@ class Settings(BaseSettings):
         "gRPC port has TLS; worker i: this + i; 0: off",
     )
     workers: int = Field(1, ge=1, description="worker processes; worker i serves port+i")
+    strict_readiness: bool = Field(
+        True,
+        description="ServerReady and health '' are SERVING only when no model failed to load; "
+        "--no-strict-readiness: when at least one model is ready",
+    )
+    model_control_mode: Literal["none", "explicit", "poll"] = Field(
+        "none",
+        description="none: RepositoryModelLoad/Unload refused; explicit: allowed; poll: every "
+        "worker watches the repository and loads what changed by itself",
+    )
+    repository_poll_seconds: float = Field(
+        5.0, gt=0, description="poll mode: how often the repository is read"
+    )
     host_workers: int = Field(
         1,
         ge=1,
@@ -103,6 +116,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir, description="disk tier directory")
     cache_memory_bytes: int = Field(64 * MIB, ge=0, description="in-process LRU bound")
     cache_disk_bytes: int = Field(1024 * MIB, ge=0, description="diskcache size limit")
+    cache_write_queue_bytes: int = Field(
+        64 * MIB, ge=0, description="entries waiting for the disk beyond this are not written"
+    )
 
     # -- fault injection, for tests of the balancer: off by default
     fault_latency_ms: float = Field(0.0, ge=0, description="added to every inference")

@@ -24,6 +24,7 @@ import grpc
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.server.convert import stream_error, transport_deadline
 from tensorgate.server.errors import ResourceExhaustedError, TensorgateError
+from tensorgate.server.interceptors import unexpected
 from tensorgate.server.steps import Steps, drive, drive_async
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def _error_answer(
 ) -> pb.ModelStreamInferResponse:
     if isinstance(error, TensorgateError):
         return stream_error(message, error.message)
-    log.error("stream request %r failed", message.id, exc_info=error)
+    unexpected.report(error, "ModelStreamInfer")
     return stream_error(message, "internal error")
 
 

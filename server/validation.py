@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+import math
+import sys
+from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
 
-from tensorgate.codec.tensors import datatype_of
+from tensorgate.codec.tensors import DATATYPE_TO_DTYPE, datatype_of
 from tensorgate.server.errors import InvalidInputError
 from tensorgate.server.tensors import DYNAMIC, TensorSpec
 
@@ -101,3 +103,71 @@ def as_onnx_strings(name: str, array: np.ndarray) -> np.ndarray:
                 "ONNX Runtime string tensors hold UTF-8 text"
             ) from None
     return text.reshape(array.shape)
+
+
+# -- numbers the caller sends, parsed within bounds
+
+#: numpy's largest rank (``np.empty`` refuses more dimensions)
+MAX_RANK = 64
+#: the most digits a version may have: int64, as Triton holds versions
+_MAX_VERSION_DIGITS = 18
+#: the longest a request may ask the server to wait (a year): beyond, waits overflow
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
+_MAX_BYTES = sys.maxsize
+
+
+def check_wire_shape(name: str, shape: Sequence[int], datatype: str) -> None:
+    """A shape numpy can hold: no negative dimension, at most MAX_RANK dimensions, and a byte size
+    (zero-sized dimensions aside) within what an array can address. Checked before any reshape."""
+    if len(shape) > MAX_RANK:
+        raise InvalidInputError(
+            f"input '{name}': expected at most {MAX_RANK} dimensions, received {len(shape)}"
+        )
+    if any(d < 0 for d in shape):
+        raise InvalidInputError(f"input '{name}': shape {list(shape)} has a negative dimension")
+    itemsize = DATATYPE_TO_DTYPE[datatype].itemsize if datatype in DATATYPE_TO_DTYPE else 1
+    if math.prod(max(d, 1) for d in shape) * itemsize > _MAX_BYTES:
+        raise InvalidInputError(
+            f"input '{name}': shape {list(shape)} is larger than any tensor can be "
+            f"(at most {_MAX_BYTES} bytes)"
+        )
+
+
+def canonical_version(text: str) -> int | None:
+    """A version as a number: ASCII digits only, at most 18 of them ("01" is 1, as in Triton);
+    None for anything that is not a version."""
+    if not text or len(text) > _MAX_VERSION_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
+def timeout_seconds(value: object) -> float:
+    """The OIP ``timeout`` parameter (µs) in seconds, clamped to MAX_TIMEOUT_S; INVALID_ARGUMENT
+    for anything but a positive number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidInputError(
+            f"parameter 'timeout': expected a positive number of microseconds, received {value!r}"
+        )
+    if math.isinf(value):
+        return MAX_TIMEOUT_S
+    return min(value / 1e6, MAX_TIMEOUT_S)
+
+
+def cache_parameter(parameters: Mapping[str, object]) -> bool:
+    """The ``cache`` request parameter: a bool, True when absent."""
+    value = parameters.get("cache", True)
+    if not isinstance(value, bool):
+        raise InvalidInputError(
+            "parameter 'cache': expected a bool parameter (bool_param true or false), "
+            f"received {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def check_one_content_kind(name: str, has_raw: bool, typed_bytes: int) -> None:
+    """Raw and typed contents of one input never travel together (as in Triton)."""
+    if has_raw and typed_bytes:
+        raise InvalidInputError(
+            f"input '{name}': expected its data either in raw_input_contents or in typed "
+            "contents, received both"
+        )

@@ -8,6 +8,7 @@ process is not such a failure; that one operation is skipped.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -16,26 +17,34 @@ from pathlib import Path
 
 import diskcache
 
+from tensorgate.server.cache.safe_disk import FILE_MODE, BytesOnlyDisk, UntrustedRowError
+
 logger = logging.getLogger(__name__)
 
+DATABASE_NAME = "cache.db"
 #: SQLite busy timeout: how long a lookup may wait for another process's write transaction.
 LOCK_TIMEOUT_S = 0.5
 _BROKEN = (OSError, sqlite3.Error)
 
 
 class DiskTier:
-    """Keys are 32-byte digests, values encoded bytes: diskcache stores both raw, never pickled."""
+    """Keys are 32-byte digests, values encoded bytes: diskcache stores both raw, never pickled,
+    and reads back nothing else (:class:`BytesOnlyDisk`)."""
 
     def __init__(self, directory: Path, size_limit: int) -> None:
         self.directory = directory
         self._lock = threading.Lock()
         self._cache: diskcache.Cache | None = None
         self._warned = False
+        self._warned_untrusted = False
         try:
             # 0o700: answers may be private. mkdir leaves an existing directory's mode alone.
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # created 0600 before SQLite opens it; SQLite gives its -wal and -shm files that mode
+            os.close(os.open(directory / DATABASE_NAME, os.O_CREAT | os.O_WRONLY, FILE_MODE))
             self._cache = diskcache.Cache(
                 str(directory),
+                disk=BytesOnlyDisk,
                 timeout=LOCK_TIMEOUT_S,
                 size_limit=size_limit,
                 eviction_policy="least-recently-used",
@@ -64,6 +73,9 @@ class DiskTier:
                 return None
             value, expire_time = cache.get(key, expire_time=True)
         except diskcache.Timeout:
+            return None
+        except UntrustedRowError as error:
+            self._warn_untrusted(error)
             return None
         except _BROKEN as error:
             self._disable(error)
@@ -128,6 +140,18 @@ class DiskTier:
             cache, self._cache = self._cache, None
         if cache is not None:
             cache.close()
+
+    def _warn_untrusted(self, error: UntrustedRowError) -> None:
+        """A planted row answers a miss; the first one is logged."""
+        with self._lock:
+            first, self._warned_untrusted = not self._warned_untrusted, True
+        if first:
+            logger.warning(
+                "disk cache at %s holds a row it did not write (%s): answered as a miss; "
+                "someone else can write this directory",
+                self.directory,
+                error,
+            )
 
     def _disable(self, error: BaseException) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from tensorgate.server.cache.flight import SingleFlight
 from tensorgate.server.cache.key import request_key
 from tensorgate.server.cache.memory import MemoryLRU
 from tensorgate.server.cache.observer import CacheObserver, CacheStats, Outcome
-from tensorgate.server.cache.writer import DiskWriter
+from tensorgate.server.cache.writer import MAX_PENDING_BYTES, DiskWriter
 from tensorgate.server.errors import DeadlineExceededError, RequestCancelledError
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class ResponseCache:
         memory_bytes: int,
         disk_bytes: int,
         observer: CacheObserver | None = None,
+        write_queue_bytes: int = MAX_PENDING_BYTES,
     ) -> None:
         self.observer: CacheObserver = observer if observer is not None else CacheStats()
         self._memory = MemoryLRU(memory_bytes)
@@ -61,7 +62,11 @@ class ResponseCache:
             disk = DiskTier(Path(directory), disk_bytes)
             if disk.enabled:
                 self._disk = disk
-                self._writer = DiskWriter(disk, lambda count: self.observer.on_evict("disk", count))
+                self._writer = DiskWriter(
+                    disk,
+                    lambda count: self.observer.on_evict("disk", count),
+                    max_pending_bytes=write_queue_bytes,
+                )
 
     @classmethod
     def from_settings(
@@ -75,6 +80,7 @@ class ResponseCache:
             memory_bytes=settings.cache_memory_bytes,
             disk_bytes=settings.cache_disk_bytes,
             observer=observer,
+            write_queue_bytes=settings.cache_write_queue_bytes,
         )
 
     @property

@@ -14,8 +14,10 @@ from tensorgate.server.cache.disk import DiskTier
 
 logger = logging.getLogger(__name__)
 
-#: Writes waiting beyond this are dropped (the entry stays in memory): never block a response.
+#: Writes waiting beyond this many, or beyond MAX_PENDING_BYTES of values, are dropped (the entry
+#: stays in memory): never block a response, never let a slow disk grow the process.
 MAX_PENDING = 256
+MAX_PENDING_BYTES = 64 * 1024 * 1024
 
 
 class DiskWriter:
@@ -23,12 +25,18 @@ class DiskWriter:
     After each write it culls the disk tier and reports the evictions to ``on_evict``."""
 
     def __init__(
-        self, disk: DiskTier, on_evict: Callable[[int], None], max_pending: int = MAX_PENDING
+        self,
+        disk: DiskTier,
+        on_evict: Callable[[int], None],
+        max_pending: int = MAX_PENDING,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
     ) -> None:
         self._disk = disk
         self._on_evict = on_evict
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
         self._pending: deque[tuple[bytes, bytes, float]] = deque()
+        self._pending_bytes = 0
         self._writing = False
         self._closed = False
         self._warned_full = False
@@ -38,20 +46,32 @@ class DiskWriter:
         )
         self._thread.start()
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of values waiting to be written."""
+        with self._condition:
+            return self._pending_bytes
+
     def submit(self, key: bytes, value: bytes, ttl_s: float) -> bool:
         """Queues a write; False when the queue is full or closed and the write is dropped."""
         with self._condition:
-            if self._closed or len(self._pending) >= self._max_pending:
+            full = (
+                len(self._pending) >= self._max_pending
+                or self._pending_bytes + len(value) > self._max_pending_bytes
+            )
+            if self._closed or full:
                 warn, self._warned_full = not self._warned_full, True
                 accepted = False
             else:
                 self._pending.append((key, value, ttl_s))
+                self._pending_bytes += len(value)
                 self._condition.notify_all()
                 warn, accepted = False, True
         if warn:
             logger.warning(
-                "disk cache writes fall behind; entries beyond %d pending are dropped",
+                "disk cache writes fall behind; entries beyond %d pending (or %d bytes) are dropped",
                 self._max_pending,
+                self._max_pending_bytes,
             )
         return accepted
 
@@ -72,6 +92,7 @@ class DiskWriter:
         with self._condition:
             self._closed = True
             self._pending.clear()
+            self._pending_bytes = 0
             self._condition.notify_all()
         self._thread.join(timeout_s)
 
@@ -84,6 +105,7 @@ class DiskWriter:
                     return
                 batch = list(self._pending)
                 self._pending.clear()
+                self._pending_bytes = 0
                 self._writing = True
             try:
                 self._disk.set_many(batch)

@@ -135,7 +135,11 @@ class UpProcess:
 
 @contextmanager
 def tensorgate_up(
-    log_dir: Path, workers: int, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    log_dir: Path,
+    workers: int,
+    env: Mapping[str, str] | None = None,
+    repository: Path = EXAMPLE_MODELS,
+    args: Sequence[str] = (),
 ) -> Iterator[UpProcess]:
     """``tensorgate up`` on free ports, once it says it is up; stopped (SIGTERM) when the block ends."""
     layout = PortLayout(
@@ -150,7 +154,7 @@ def tensorgate_up(
         "--admin-port", str(layout.admin_port),
         "--metrics-port", str(layout.metrics_port),
         "--workers", str(workers),
-        "--model-repository", str(EXAMPLE_MODELS),
+        "--model-repository", str(repository),
         *args,
     ]  # fmt: skip
     stdout_path, stderr_path = log_dir / "up.out", log_dir / "up.err"

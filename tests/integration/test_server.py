@@ -31,6 +31,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, grpc_core: str) -> Iterator
         repository,
         "--max-message-bytes",
         str(MAX_MESSAGE_BYTES),
+        "--model-control-mode",
+        "explicit",
         log_dir=root,
         core=grpc_core,
     ) as process:
@@ -382,9 +384,10 @@ def test_unload_and_load_without_failing_other_models(
     assert failures == []
 
 
-def test_loading_an_unknown_model_is_not_found(client: Client) -> None:
+@pytest.mark.parametrize("name", ["missing", "a" * 5000, "../digits", ".hidden"])
+def test_loading_an_unknown_model_is_not_found(client: Client, name: str) -> None:
     with pytest.raises(InferenceServerError) as error:
-        client.load("missing")
+        client.load(name)
     assert error.value.code == grpc.StatusCode.NOT_FOUND
 
 

@@ -17,7 +17,9 @@ from tests.support.processes import EXAMPLE_MODELS, REPO_ROOT, serve
 def seen(tmp_path_factory: pytest.TempPathFactory, grpc_core: str) -> dict[str, object]:
     root = tmp_path_factory.mktemp("triton")
     repository = make_test_repository(root / "models", EXAMPLE_MODELS)
-    with serve(repository, log_dir=root, core=grpc_core) as server:
+    with serve(
+        repository, "--model-control-mode", "explicit", log_dir=root, core=grpc_core
+    ) as server:
         result = subprocess.run(
             [
                 sys.executable,
