@@ -98,7 +98,7 @@ class ServerApp:
             on_change=self._on_model_change,
             tracing=self.tracing,
         )
-        self.metrics = Metrics(labels=self.models.metric_labels)
+        self.metrics = Metrics()
         self.poller = (
             RepositoryPoller(self.models, settings.repository_poll_seconds, settings.models)
             if settings.model_control_mode == CONTROL_POLL

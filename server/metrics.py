@@ -68,22 +68,13 @@ class RequestRecord:
     trace_id: str | None = None
 
 
-#: maps a request's (model, version) to labels a caller cannot multiply
-LabelPolicy = Callable[[str, str], tuple[str, str]]
-
-
-def _as_given(model: str, version: str) -> tuple[str, str]:
-    return model, version
-
-
 class Metrics:
     """Every series of a worker, in a registry of its own (no global state).
 
-    ``labels`` bounds the request series: the server passes one that keeps only served model names
-    and versions (anything else becomes ``_unknown``)."""
+    The request series take the labels their caller records: the servicer bounds them to the model
+    names and versions this server knows (``ModelManager.metric_labels``)."""
 
-    def __init__(self, labels: LabelPolicy = _as_given) -> None:
-        self._labels = labels
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_duration = Histogram(
@@ -168,8 +159,7 @@ class Metrics:
             raise
         finally:
             self.inflight.dec()
-            model, version = self._labels(record.model, record.version)
-            duration, count = self._request_series(model, version, status_of(error))
+            duration, count = self._request_series(record.model, record.version, status_of(error))
             exemplar = {"trace_id": record.trace_id} if record.trace_id else None
             duration.observe(time.perf_counter() - started, exemplar)
             count.inc()

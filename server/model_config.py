@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,7 +96,7 @@ class ModelConfig(_Strict):
     session: SessionConfig = Field(default_factory=SessionConfig)
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
 
-    @property
+    @cached_property  # read on every request: resolved once, from a config that is never changed
     def cache_enabled(self) -> bool:
         if self.cache.enabled is not None:
             return self.cache.enabled

@@ -26,7 +26,7 @@ from tensorgate.server.convert import (
     transport_deadline,
 )
 from tensorgate.server.dataplane import DataPlane
-from tensorgate.server.errors import ModelNotFoundError, TensorgateError
+from tensorgate.server.errors import TensorgateError
 from tensorgate.server.metrics import Metrics
 from tensorgate.server.steps import Steps, drive, drive_async
 from tensorgate.server.streams import RequestSlots, serve_stream, serve_stream_async
@@ -34,8 +34,6 @@ from tensorgate.server.tracing import Tracing, trace_id_of
 from tensorgate.server.version import SERVER_NAME, SERVER_VERSION
 
 EXTENSIONS = ("model_repository", "model_configuration", "statistics", "binary_tensor_data")
-#: the metrics label of requests for models that do not exist
-UNKNOWN_MODEL_LABEL = "_unknown"
 
 
 class InferenceServicer(GRPCInferenceServiceServicer):
@@ -171,16 +169,13 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                 raise
 
     def _labels_of_failed(self, message: pb.ModelInferRequest) -> tuple[str, str]:
-        """Metrics labels of a failed request: the version it was meant for; an unknown model's
-        name is not kept (callers choose it, and each name would make new series)."""
+        """Metrics labels of a failed request: the version it was meant for, bounded by what this
+        server knows (callers choose names and versions; each would make new series)."""
         try:
-            return message.model_name, self._models.get(
-                message.model_name, message.model_version
-            ).version
-        except ModelNotFoundError:
-            return UNKNOWN_MODEL_LABEL, ""
+            version = self._models.get(message.model_name, message.model_version).version
         except TensorgateError:
-            return message.model_name, message.model_version
+            version = message.model_version
+        return self._models.metric_labels(message.model_name, version)
 
 
 class AsyncInferenceServicer(GRPCInferenceServiceServicer):
