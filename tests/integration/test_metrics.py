@@ -166,3 +166,21 @@ def test_unknown_model_names_do_not_create_series(server: tuple[ServerProcess, i
         (("model", "_unknown"), ("status", "NOT_FOUND"), ("version", "")),
     )
     assert found[unknown] == 2
+
+
+def test_unknown_versions_of_a_known_model_do_not_create_series(
+    server: tuple[ServerProcess, int],
+) -> None:
+    process, metrics_port = server
+    with Client(process.target) as client:
+        for version in ("77", "not-a-version"):
+            with pytest.raises(InferenceServerError):
+                client.infer("digits", {"pixels": np.zeros((1, 64), np.float32)}, version=version)
+    found = samples(scrape(metrics_port))
+    versions = {
+        dict(labels).get("version")
+        for (name, labels) in found
+        if name == "tensorgate_requests_total" and dict(labels).get("model") == "digits"
+    }
+    assert not versions & {"77", "not-a-version"}
+    assert "_unknown" in versions
