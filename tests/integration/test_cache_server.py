@@ -8,6 +8,7 @@ import shutil
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from tensorgate.client import Client
 from tensorgate.proto import inference_pb2 as pb
 from tensorgate.proto.inference_pb2_grpc import GRPCInferenceServiceStub
+from tensorgate.server.cache.disk import FILTER_FRESH_S
 from tests.support.processes import EXAMPLE_MODELS, ServerProcess, serve, wait_until_serving
 from tests.support.waiting import wait_until
 
@@ -173,6 +175,7 @@ def test_two_worker_processes_share_hits(repository, tmp_path) -> None:
         with Client(server.target, timeout=WAIT_S) as zero, Client(other, timeout=WAIT_S) as one:
             assert zero.infer_result("digits", pixels(7)).parameters["cache"] == "miss"
             wait_for_disk_entries(tmp_path / "cache", 1)
+            time.sleep(FILTER_FRESH_S)  # another worker's landed write is seen this long after
             assert one.infer_result("digits", pixels(7)).parameters["cache"] == "hit"
             assert executions(other, "digits") == 0
 

@@ -14,7 +14,10 @@ from pathlib import Path
 import diskcache
 import numpy as np
 
-from tensorgate.server.cache import CacheStats, Outcome, ResponseCache
+from tensorgate.server.cache import CacheStats, Outcome, ResponseCache, decode_outputs
+from tensorgate.server.cache.disk import DiskTier, KeyFilter
+from tensorgate.server.cache.safe_disk import BytesOnlyDisk
+from tests.support.waiting import wait_until
 
 WAIT_S = 10.0
 
@@ -214,3 +217,84 @@ def test_disk_bytes_zero_means_memory_only(tmp_path) -> None:
         assert not cache.disk_enabled
         cache.get_or_compute("m", key_of(1), lambda: answer(1))
     assert not (tmp_path / "c").exists()
+
+
+def test_rows_written_in_bulk_are_rows_diskcache_itself_reads_and_counts(tmp_path) -> None:
+    small, large = answer(1), answer(2, size=20_000)  # in the row; in a value file (>= 32 KiB)
+    with open_cache(tmp_path / "c") as cache:
+        cache.get_or_compute("m", key_of(1), lambda: small)
+        cache.get_or_compute("m", key_of(2), lambda: large)
+        assert cache.flush(WAIT_S)
+    with diskcache.Cache(str(tmp_path / "c"), disk=BytesOnlyDisk) as plain:
+        assert len(plain) == 2
+        for seed, outputs in ((1, small), (2, large)):
+            stored = decode_outputs(plain.get(key_of(seed)), key_of(seed))
+            np.testing.assert_array_equal(stored["y"], outputs["y"])
+        assert plain.volume() > large["y"].nbytes  # the value file is counted
+
+
+def test_the_disk_tier_is_culled_soon_after_writes_stop_without_a_flush(tmp_path) -> None:
+    stats = CacheStats()
+    limit = 200_000
+    with open_cache(tmp_path / "c", disk_bytes=limit, observer=stats) as cache:
+        for seed in range(100):  # ~4 KB each, about twice the limit
+            cache.get_or_compute("m", key_of(seed), lambda s=seed: answer(s, size=1_000))
+        wait_until(lambda: stats.evictions["disk"] > 0, WAIT_S, "a cull after the writes")
+        wait_until(lambda: cache.disk_bytes() <= limit, WAIT_S, "the disk tier back in bound")
+
+
+def test_a_miss_the_key_filter_answers_never_reads_sqlite(tmp_path, monkeypatch) -> None:
+    with open_cache(tmp_path / "c", memory_bytes=0) as cache:
+        cache.get_or_compute("m", key_of(1), lambda: answer(1))
+        assert cache.flush(WAIT_S)
+        reads: list[bytes] = []
+        original = diskcache.Cache.__contains__
+        monkeypatch.setattr(
+            diskcache.Cache, "__contains__", lambda c, k: reads.append(k) or original(c, k)
+        )
+
+        def lookups_read_sqlite_only_for_what_is_there() -> bool:
+            reads.clear()
+            hit = cache.get_or_compute("m", key_of(1), never)[1] is Outcome.DISK_HIT
+            for seed in range(2, 50):
+                cache.get_or_compute("m", key_of(seed), lambda s=seed: answer(s))
+            return hit and reads == [key_of(1)]  # the filter may be stale: asked, then synced
+
+        wait_until(lookups_read_sqlite_only_for_what_is_there, WAIT_S, "the key filter in use")
+
+
+def test_the_key_filter_never_forgets_a_key_and_rarely_imagines_one() -> None:
+    rng = np.random.default_rng(7)
+    keys = [rng.bytes(32) for _ in range(50_000)]
+    key_filter = KeyFilter()
+    for key in keys:
+        key_filter.add(key)
+    assert all(key_filter.may_hold(key) for key in keys)
+    others = [rng.bytes(32) for _ in range(20_000)]
+    assert sum(key_filter.may_hold(key) for key in others) < 20  # ~0 expected at this fill
+
+
+def test_a_sync_brings_another_writers_keys_into_the_filter_and_nothing_else(
+    tmp_path, monkeypatch
+) -> None:
+    reader = DiskTier(tmp_path / "c", 1 << 24)
+    try:
+        with open_cache(tmp_path / "c", memory_bytes=0) as writer:
+            reader.sync()  # the filter of an empty disk
+            writer.get_or_compute("m", key_of(1), lambda: answer(1))
+            assert writer.flush(WAIT_S)
+        reads: list[bytes] = []
+        original = diskcache.Cache.__contains__
+        monkeypatch.setattr(
+            diskcache.Cache, "__contains__", lambda c, k: reads.append(k) or original(c, k)
+        )
+
+        def only_the_written_key_is_read() -> bool:
+            reads.clear()
+            reader.sync()  # as a busy process's writer thread does every FILTER_FRESH_S / 2
+            found = reader.get(key_of(1)) is not None and reader.get(key_of(2)) is None
+            return found and reads == [key_of(1)]  # else the filter went stale meanwhile: again
+
+        wait_until(only_the_written_key_is_read, WAIT_S, "the other writer's key in the filter")
+    finally:
+        reader.close()

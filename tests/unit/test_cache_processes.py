@@ -10,10 +10,13 @@ import json
 import selectors
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tensorgate.server.cache.disk import FILTER_FRESH_S
 
 WAIT_S = 60.0
 
@@ -93,7 +96,9 @@ def test_two_worker_processes_share_hits_through_the_disk_tier(workers) -> None:
     a, b = workers
     first = a.ask(1)
     assert (first["outcome"], first["runs"], first["landed"]) == ("miss", 1, True)
+    time.sleep(FILTER_FRESH_S)  # another process's landed write is seen this long after, at most
     assert b.ask(1) == {"outcome": "disk", "runs": 0, "y": [1.0] * 3, "landed": True}
     assert b.ask(2)["outcome"] == "miss"
+    time.sleep(FILTER_FRESH_S)
     assert a.ask(2) == {"outcome": "disk", "runs": 1, "y": [2.0] * 3, "landed": True}
     assert a.ask(1)["outcome"] == "memory"
