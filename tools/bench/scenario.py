@@ -23,12 +23,14 @@ Relative paths are read from the current directory (run from the repository root
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tensorgate.server.settings import Settings
 from tensorgate.tools.bench.limit import DEFAULT_BATCH_SIZES
 from tensorgate.tools.bench.summary import YARDSTICKS
 
@@ -47,9 +49,12 @@ class ServerConfig(_Strict):
     batching: bool = Field(True, description="false: a repository copy with dynamic batching off")
 
     @property
-    def grpc_core(self) -> str | None:
-        """The gRPC core its ``--grpc-core`` flag names (the last one wins), None when not given."""
-        core = None
+    def grpc_core(self) -> str:
+        """The gRPC core it serves on: what its ``--grpc-core`` flag names (the last one wins), else
+        ``TENSORGATE_GRPC_CORE``, else the server's default."""
+        core = os.environ.get("TENSORGATE_GRPC_CORE") or str(
+            Settings.model_fields["grpc_core"].default
+        )
         for index, arg in enumerate(self.server_args):
             if arg.startswith("--grpc-core="):
                 core = arg.split("=", 1)[1]
