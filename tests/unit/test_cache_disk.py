@@ -13,6 +13,7 @@ from pathlib import Path
 
 import diskcache
 import numpy as np
+import pytest
 
 from tensorgate.server.cache import CacheStats, Outcome, ResponseCache, decode_outputs
 from tensorgate.server.cache.disk import DiskTier, KeyFilter
@@ -170,6 +171,7 @@ def test_a_database_corrupted_while_serving_never_fails_a_request(tmp_path, capl
 FULL_DISK_CHILD = r"""
 import json, resource, signal, sys
 import numpy as np
+import pytest
 from tensorgate.server.cache import ResponseCache
 
 # A disk that fills at 300 kB: writes beyond it fail with EFBIG instead of killing the process.
@@ -243,15 +245,22 @@ def test_the_disk_tier_is_culled_soon_after_writes_stop_without_a_flush(tmp_path
         wait_until(lambda: cache.disk_bytes() <= limit, WAIT_S, "the disk tier back in bound")
 
 
-def test_a_miss_the_key_filter_answers_never_reads_sqlite(tmp_path, monkeypatch) -> None:
+@pytest.fixture
+def sqlite_reads(monkeypatch) -> list[bytes]:
+    """The keys the disk tier asks SQLite about (its membership test), in order."""
+    reads: list[bytes] = []
+    original = diskcache.Cache.__contains__
+    monkeypatch.setattr(
+        diskcache.Cache, "__contains__", lambda c, k: reads.append(k) or original(c, k)
+    )
+    return reads
+
+
+def test_a_miss_the_key_filter_answers_never_reads_sqlite(tmp_path, sqlite_reads) -> None:
+    reads = sqlite_reads
     with open_cache(tmp_path / "c", memory_bytes=0) as cache:
         cache.get_or_compute("m", key_of(1), lambda: answer(1))
         assert cache.flush(WAIT_S)
-        reads: list[bytes] = []
-        original = diskcache.Cache.__contains__
-        monkeypatch.setattr(
-            diskcache.Cache, "__contains__", lambda c, k: reads.append(k) or original(c, k)
-        )
 
         def lookups_read_sqlite_only_for_what_is_there() -> bool:
             reads.clear()
@@ -275,19 +284,15 @@ def test_the_key_filter_never_forgets_a_key_and_rarely_imagines_one() -> None:
 
 
 def test_a_sync_brings_another_writers_keys_into_the_filter_and_nothing_else(
-    tmp_path, monkeypatch
+    tmp_path, sqlite_reads
 ) -> None:
+    reads = sqlite_reads
     reader = DiskTier(tmp_path / "c", 1 << 24)
     try:
         with open_cache(tmp_path / "c", memory_bytes=0) as writer:
             reader.sync()  # the filter of an empty disk
             writer.get_or_compute("m", key_of(1), lambda: answer(1))
             assert writer.flush(WAIT_S)
-        reads: list[bytes] = []
-        original = diskcache.Cache.__contains__
-        monkeypatch.setattr(
-            diskcache.Cache, "__contains__", lambda c, k: reads.append(k) or original(c, k)
-        )
 
         def only_the_written_key_is_read() -> bool:
             reads.clear()
