@@ -83,7 +83,7 @@ class Settings(BaseSettings):
 
     # -- gRPC transport
     grpc_core: Literal["aio", "threads"] = Field(
-        "threads",
+        "aio",
         description="aio: grpc.aio, one event loop, no thread per call; threads: grpcio's thread pool",
     )
     grpc_threads: int | None = Field(

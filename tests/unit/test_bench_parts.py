@@ -153,10 +153,10 @@ def test_the_grpc_core_of_a_server_config_is_read_from_its_flags(monkeypatch) ->
     monkeypatch.delenv("TENSORGATE_GRPC_CORE", raising=False)
     assert ServerConfig(server_args=["--grpc-core=aio"]).grpc_core == "aio"
     assert ServerConfig(server_args=["--grpc-core", "threads", "--no-cache"]).grpc_core == "threads"
-    assert ServerConfig(server_args=["--no-cache"]).grpc_core == "threads"  # the server's default
-    monkeypatch.setenv("TENSORGATE_GRPC_CORE", "aio")
-    assert ServerConfig(server_args=["--no-cache"]).grpc_core == "aio"
-    assert ServerConfig(server_args=["--grpc-core=threads"]).grpc_core == "threads"
+    assert ServerConfig(server_args=["--no-cache"]).grpc_core == "aio"  # the server's default
+    monkeypatch.setenv("TENSORGATE_GRPC_CORE", "threads")
+    assert ServerConfig(server_args=["--no-cache"]).grpc_core == "threads"
+    assert ServerConfig(server_args=["--grpc-core=aio"]).grpc_core == "aio"
 
 
 def test_repository_without_batching_keeps_the_rest_of_the_config(tmp_path: Path) -> None:

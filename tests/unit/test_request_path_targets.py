@@ -107,4 +107,4 @@ def test_every_scenario_is_valid_and_cache_off_except_the_cache_run(core: str | 
         for server in plan.servers:
             cached = server.label == targets.CACHE_ON
             assert ("--no-cache" in server.server_args) is not cached
-            assert server.grpc_core == (core or "threads")
+            assert server.grpc_core == (core or "aio")
