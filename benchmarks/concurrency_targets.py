@@ -204,7 +204,10 @@ def evaluate(reports: dict[str, Report]) -> list[Verdict]:
 
 
 def load_reports(results: Path) -> dict[str, Report]:
-    return {path.stem: json.loads(path.read_text()) for path in sorted(results.glob("*.json"))}
+    """The ``tensorgate bench`` reports in ``results``; other scripts' JSON there (the soak, the
+    request-path targets) is left alone."""
+    reports = {path.stem: json.loads(path.read_text()) for path in sorted(results.glob("*.json"))}
+    return {name: report for name, report in reports.items() if "runs" in report}
 
 
 def main() -> int:

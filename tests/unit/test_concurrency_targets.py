@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +86,11 @@ def test_verdicts_of_complete_reports() -> None:
 def test_missing_reports_are_not_run_rather_than_failed() -> None:
     verdicts = targets.evaluate({})
     assert verdicts and all(v.holds is None for v in verdicts)
+
+
+def test_other_scripts_results_beside_the_bench_reports_are_ignored(tmp_path: Path) -> None:
+    (tmp_path / "batching_on_off.json").write_text(json.dumps(report("digits", [])))
+    (tmp_path / "soak.json").write_text(json.dumps({"benchmark": "soak", "calls": 10}))
+    (tmp_path / "request_path_targets.json").write_text(json.dumps({"verdicts": [], "reports": {}}))
+    assert list(targets.load_reports(tmp_path)) == ["batching_on_off"]
+    assert targets.evaluate(targets.load_reports(tmp_path))  # no KeyError on the others
