@@ -7,7 +7,6 @@ has the machine to itself (with the load generator).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import logging
 import os
@@ -47,18 +46,6 @@ log = logging.getLogger(__name__)
 #: rough cost of starting a server and connecting, for the progress bar's plan only
 SERVER_START_S = 5.0
 SAMPLER_JOIN_S = 10.0
-
-
-def server_settings(repository: Path | None, server_args: Sequence[str]) -> Settings:
-    """The Settings a ``tensorgate serve`` with these flags would have (thread counts, pools)."""
-    from tensorgate.server.flags import add_settings_flags, settings_from_flags
-
-    parser = argparse.ArgumentParser(add_help=False)
-    add_settings_flags(parser)
-    known, _ = parser.parse_known_args(list(server_args))
-    if repository is not None:
-        return settings_from_flags(known, model_repository=repository)
-    return settings_from_flags(known)
 
 
 def echo_pool_size(settings: Settings) -> tuple[int, int]:
@@ -110,7 +97,7 @@ def payload_from_repository(plan: Scenario) -> PayloadSpec:
     """The model's inputs as its ONNX graph declares them, for runs with no server to ask."""
     assert plan.model_repository is not None  # the scenario checks it
     location = ModelRepository(plan.model_repository).locate(plan.model, plan.version or None)
-    settings = server_settings(plan.model_repository, plan.servers[0].server_args)
+    settings = plan.servers[0].settings(plan.model_repository)
     session = create_session(
         location.path,
         location.name,
@@ -214,7 +201,7 @@ class Runner:
         plan = self.plan
         assert plan.model_repository is not None  # the scenario checks it
         location = ModelRepository(plan.model_repository).locate(plan.model, plan.version or None)
-        settings = server_settings(plan.model_repository, plan.servers[0].server_args)
+        settings = plan.servers[0].settings(plan.model_repository)
         seconds = len(plan.limit_batches) * plan.limit_seconds
         with self.progress.phase("in-process limit", seconds) as tick:
             batches = measure_limit(
@@ -250,7 +237,7 @@ class Runner:
 
     @contextmanager
     def echo(self, logs: Path) -> Iterator[servers.RunningServer]:
-        settings = server_settings(self.plan.model_repository, self.plan.servers[0].server_args)
+        settings = self.plan.servers[0].settings(self.plan.model_repository)
         threads, max_rpcs = echo_pool_size(settings)
         port = free_port()
         command = servers.echo_command(port, threads, max_rpcs)
@@ -260,7 +247,7 @@ class Runner:
     @contextmanager
     def thin(self, core: str, logs: Path) -> Iterator[servers.RunningServer]:
         """The thin server on ``core``, with the session settings of the first server config."""
-        settings = server_settings(self.plan.model_repository, self.plan.servers[0].server_args)
+        settings = self.plan.servers[0].settings(self.plan.model_repository)
         threads, max_rpcs = echo_pool_size(settings)
         port = free_port()
         command = servers.thin_command(core, self.plan.model, port, threads, max_rpcs)

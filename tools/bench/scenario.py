@@ -23,13 +23,14 @@ Relative paths are read from the current directory (run from the repository root
 
 from __future__ import annotations
 
-import os
+import argparse
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tensorgate.server.flags import add_settings_flags, settings_from_flags
 from tensorgate.server.settings import Settings
 from tensorgate.tools.bench.limit import DEFAULT_BATCH_SIZES
 from tensorgate.tools.bench.summary import YARDSTICKS
@@ -48,19 +49,20 @@ class ServerConfig(_Strict):
     server_args: list[str] = Field(default_factory=list, description="flags of tensorgate serve")
     batching: bool = Field(True, description="false: a repository copy with dynamic batching off")
 
+    def settings(self, repository: Path | None = None) -> Settings:
+        """The Settings a ``tensorgate serve`` with these flags would have: its flags, then
+        ``TENSORGATE_*`` variables, then the defaults (the server's own parser reads them)."""
+        parser = argparse.ArgumentParser(add_help=False)
+        add_settings_flags(parser)
+        known, _ = parser.parse_known_args(list(self.server_args))
+        if repository is not None:
+            return settings_from_flags(known, model_repository=repository)
+        return settings_from_flags(known)
+
     @property
     def grpc_core(self) -> str:
-        """The gRPC core it serves on: what its ``--grpc-core`` flag names (the last one wins), else
-        ``TENSORGATE_GRPC_CORE``, else the server's default."""
-        core = os.environ.get("TENSORGATE_GRPC_CORE") or str(
-            Settings.model_fields["grpc_core"].default
-        )
-        for index, arg in enumerate(self.server_args):
-            if arg.startswith("--grpc-core="):
-                core = arg.split("=", 1)[1]
-            elif arg == "--grpc-core" and index + 1 < len(self.server_args):
-                core = self.server_args[index + 1]
-        return core
+        """The gRPC core it serves on."""
+        return self.settings().grpc_core
 
 
 class Scenario(_Strict):
